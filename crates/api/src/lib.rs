@@ -1,0 +1,1 @@
+//! weft's HTTP API, compatible with Unikraft Cloud's instance API

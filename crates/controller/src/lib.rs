@@ -1,0 +1,1 @@
+//! weft's controller: the network configuration rules, pools, and instance lifecycle

@@ -1,0 +1,1 @@
+//! weft's store: instances and interfaces in SQLite, the source of truth
