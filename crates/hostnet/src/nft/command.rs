@@ -1,0 +1,121 @@
+//! Running `nft -j`: applying batches and reading weft's table back.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+
+use nftables::schema::Nftables;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::{GUESTS, TABLE};
+use crate::HostNetError;
+
+/// The `nft` program: from `PATH`, else from the usual system directories, which a service's
+/// `PATH` does not always include.
+pub(crate) fn nft_program() -> &'static PathBuf {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+            .map(|dir| dir.join("nft"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("nft"))
+    })
+}
+
+/// Runs `nft -j <args>` with `input` on stdin and returns its stdout. The child inherits the
+/// calling thread's network namespace.
+async fn run(args: &[&str], input: Option<&str>) -> Result<String, HostNetError> {
+    let fail = |what: String| HostNetError::Nftables(what);
+
+    let mut child = Command::new(nft_program())
+        .arg("-j")
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(format!("cannot run {}: {e}", nft_program().display())))?;
+
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(input.as_bytes())
+            .await
+            .map_err(|e| fail(format!("writing to nft: {e}")))?;
+    }
+
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| fail(format!("waiting for nft: {e}")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(format!("nft {}: {}", args.join(" "), stderr.trim())));
+    }
+    String::from_utf8(out.stdout).map_err(|e| fail(format!("nft output: {e}")))
+}
+
+/// Applies a batch atomically: nft runs a whole input as one transaction.
+pub(crate) async fn apply(batch: &Nftables<'_>) -> Result<(), HostNetError> {
+    let json = serde_json::to_string(batch)
+        .map_err(|e| HostNetError::Nftables(format!("encoding rules: {e}")))?;
+    run(&["-f", "-"], Some(&json)).await.map(|_| ())
+}
+
+fn parse(output: &str) -> Result<Vec<serde_json::Value>, HostNetError> {
+    let value: serde_json::Value = serde_json::from_str(output)
+        .map_err(|e| HostNetError::Nftables(format!("nft output: {e}")))?;
+    match value.get("nftables") {
+        Some(serde_json::Value::Array(items)) => Ok(items.clone()),
+        _ => Err(HostNetError::Nftables(
+            "nft output has no \"nftables\" list".into(),
+        )),
+    }
+}
+
+/// Whether `ip weft` exists.
+pub(crate) async fn table_exists() -> Result<bool, HostNetError> {
+    let items = parse(&run(&["list", "tables", "ip"], None).await?)?;
+    Ok(items.iter().any(|i| i["table"]["name"] == TABLE))
+}
+
+/// The elements of `guests`; empty when weft's table is not installed.
+pub(crate) async fn guests() -> Result<Vec<(String, Ipv4Addr)>, HostNetError> {
+    if !table_exists().await? {
+        return Ok(Vec::new());
+    }
+    let items = parse(&run(&["list", "set", "ip", TABLE, GUESTS], None).await?)?;
+    let mut found = Vec::new();
+    for item in &items {
+        let Some(elems) = item["set"]["elem"].as_array() else {
+            continue;
+        };
+        for elem in elems {
+            found.push(parse_guest(elem)?);
+        }
+    }
+    Ok(found)
+}
+
+pub(super) fn parse_guest(elem: &serde_json::Value) -> Result<(String, Ipv4Addr), HostNetError> {
+    let bad = || HostNetError::Nftables(format!("unexpected element in {GUESTS}: {elem}"));
+    // An element with attributes (timeout, comment) is wrapped as {"elem": {"val": ...}}.
+    let value = elem.get("elem").and_then(|e| e.get("val")).unwrap_or(elem);
+    let parts = value["concat"].as_array().ok_or_else(bad)?;
+    match parts.as_slice() {
+        [tap, addr] => {
+            let tap = tap.as_str().ok_or_else(bad)?;
+            let addr = addr.as_str().and_then(|a| a.parse().ok()).ok_or_else(bad)?;
+            Ok((tap.to_string(), addr))
+        }
+        _ => Err(bad()),
+    }
+}
