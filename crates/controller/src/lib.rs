@@ -1,1 +1,139 @@
-//! weft's controller: the network configuration rules, pools, and instance lifecycle
+//! weft's controller: it holds the rules of custom network configuration, the pools, and
+//! the lifecycle of instances, and drives the store, the host network and the VMM driver.
+
+pub mod accounts;
+pub mod config;
+mod create;
+mod error;
+pub mod images;
+mod lifecycle;
+pub mod plan;
+pub mod pools;
+pub mod request;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use weft_hostnet::HostNet;
+use weft_store::{Instance, Interface, Store};
+use weft_vmm::Driver;
+
+pub use accounts::{Account, Accounts};
+pub use config::Config;
+pub use error::{texts, Code, Error};
+pub use lifecycle::LogChunk;
+
+/// An instance with its interfaces, primary first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub instance: Instance,
+    pub interfaces: Vec<Interface>,
+}
+
+impl Record {
+    pub fn primary(&self) -> Option<&Interface> {
+        self.interfaces.first()
+    }
+}
+
+pub struct Controller {
+    config: Config,
+    accounts: Accounts,
+    store: Store,
+    hostnet: HostNet,
+    driver: Arc<dyn Driver>,
+    pools: Mutex<pools::Pools>,
+    /// Serializes the checks of names and devices with the writes that claim them.
+    reserve: tokio::sync::Mutex<()>,
+    /// One lock per instance, so that start, stop and delete of it do not interleave.
+    ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Controller {
+    /// Builds the controller, readies the host's pools, and brings the host in line with the
+    /// store: every instance's host side is re-applied, and guests that are gone are marked
+    /// stopped.
+    pub async fn start(
+        config: Config,
+        store: Store,
+        hostnet: HostNet,
+        driver: Arc<dyn Driver>,
+    ) -> Result<Arc<Controller>, Error> {
+        let accounts = Accounts::load(&config.accounts).map_err(|e| Error::step("accounts", e))?;
+        let pool = &config.pool;
+        let pools = pools::Pools::new(pool.addresses, &pool.tap_prefix, pool.tap_count);
+
+        std::fs::create_dir_all(config.state_dir.join("instances"))
+            .map_err(|e| Error::step("state directory", e))?;
+        hostnet
+            .setup_pool(&config.pool_net())
+            .await
+            .map_err(|e| Error::step("pool setup", e))?;
+
+        let controller = Arc::new(Controller {
+            config,
+            accounts,
+            store,
+            hostnet,
+            driver,
+            pools: Mutex::new(pools),
+            reserve: tokio::sync::Mutex::new(()),
+            ops: Mutex::new(HashMap::new()),
+        });
+        controller.recover().await?;
+        Ok(controller)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn authenticate(&self, token: &str) -> Option<&Account> {
+        self.accounts.authenticate(token)
+    }
+
+    pub async fn get(&self, account: &Account, id: &str) -> Result<Record, Error> {
+        self.find(account, id).await
+    }
+
+    pub async fn list(&self, account: &Account) -> Result<Vec<Record>, Error> {
+        let rows = self.store.list_instances(Some(&account.name)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(instance, interfaces)| Record {
+                instance,
+                interfaces,
+            })
+            .collect())
+    }
+
+    async fn find(&self, account: &Account, id: &str) -> Result<Record, Error> {
+        match self.store.find_instance(&account.name, id).await? {
+            Some((instance, interfaces)) => Ok(Record {
+                instance,
+                interfaces,
+            }),
+            None => Err(Error::not_found(format!(
+                "No instance with uuid or name '{id}'"
+            ))),
+        }
+    }
+
+    fn run_dir(&self, uuid: &str) -> PathBuf {
+        self.config.state_dir.join("instances").join(uuid)
+    }
+
+    fn op_lock(&self, uuid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut ops = self.ops.lock().expect("ops lock");
+        ops.entry(uuid.to_string()).or_default().clone()
+    }
+
+    fn forget_op_lock(&self, uuid: &str) {
+        self.ops.lock().expect("ops lock").remove(uuid);
+    }
+}

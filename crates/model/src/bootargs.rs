@@ -115,7 +115,9 @@ impl BootArgs {
                 args.netdevs.push(parse_netdev(value)?);
             } else if let Some(value) = token.strip_prefix("weft.macs=") {
                 for mac in value.split(',').filter(|m| !m.is_empty()) {
-                    let mac = mac.parse().map_err(|_| BootArgsError::BadMac(mac.to_string()))?;
+                    let mac = mac
+                        .parse()
+                        .map_err(|_| BootArgsError::BadMac(mac.to_string()))?;
                     args.macs.push(mac);
                 }
             } else if token == "env.vars=[" {
@@ -146,7 +148,11 @@ fn parse_netdev(value: &str) -> Result<Option<NetdevConfig>, BootArgsError> {
         }
     };
     Ok(Some(NetdevConfig {
-        cidr: if cidr.is_empty() { None } else { Some(cidr.parse().map_err(|_| bad())?) },
+        cidr: if cidr.is_empty() {
+            None
+        } else {
+            Some(cidr.parse().map_err(|_| bad())?)
+        },
         gateway: addr(parts.next())?,
         nameserver: addr(parts.next())?,
     }))
@@ -197,11 +203,22 @@ mod tests {
                     nameserver: Some("10.100.255.254".parse().unwrap()),
                 }),
                 None,
-                Some(NetdevConfig { cidr: Some("172.30.5.2/24".parse().unwrap()), ..Default::default() }),
+                Some(NetdevConfig {
+                    cidr: Some("172.30.5.2/24".parse().unwrap()),
+                    ..Default::default()
+                }),
             ],
-            macs: vec![MacAddr([0x12, 0xb0, 10, 100, 0, 2]), MacAddr([0x12, 0xb1, 1, 2, 3, 4])],
+            macs: vec![
+                MacAddr([0x12, 0xb0, 10, 100, 0, 2]),
+                MacAddr([0x12, 0xb1, 1, 2, 3, 4]),
+            ],
             env: vec!["A=1".into(), "B=two words".into()],
-            app_args: vec!["/bin/busybox".into(), "httpd".into(), "".into(), "a b".into()],
+            app_args: vec![
+                "/bin/busybox".into(),
+                "httpd".into(),
+                "".into(),
+                "a b".into(),
+            ],
         }
     }
 
@@ -227,10 +244,16 @@ mod tests {
     fn refuses_unrepresentable_values() {
         let mut args = sample();
         args.app_args.push("say \"hi\"".into());
-        assert!(matches!(args.render(), Err(BootArgsError::Unrepresentable(_))));
+        assert!(matches!(
+            args.render(),
+            Err(BootArgsError::Unrepresentable(_))
+        ));
         args.app_args.pop();
         args.env.push("X=a\nb".into());
-        assert!(matches!(args.render(), Err(BootArgsError::Unrepresentable(_))));
+        assert!(matches!(
+            args.render(),
+            Err(BootArgsError::Unrepresentable(_))
+        ));
     }
 
     #[test]

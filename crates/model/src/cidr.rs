@@ -57,7 +57,10 @@ impl Ipv4Cidr {
 
     /// The network this address belongs to, as a CIDR with host bits cleared.
     pub fn network_cidr(&self) -> Ipv4Cidr {
-        Ipv4Cidr { addr: self.network(), prefix: self.prefix }
+        Ipv4Cidr {
+            addr: self.network(),
+            prefix: self.prefix,
+        }
     }
 
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
@@ -91,7 +94,9 @@ impl FromStr for Ipv4Cidr {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (addr, prefix) = s.split_once('/').ok_or(CidrError::MissingPrefix)?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| CidrError::BadAddress(addr.to_string()))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| CidrError::BadAddress(addr.to_string()))?;
 
         // Only plain decimal digits: "+8" or "08" parse as u8 but are not CIDR.
         let plain = !prefix.is_empty()
@@ -139,24 +144,60 @@ mod tests {
 
     #[test]
     fn gateway_is_last_usable_address() {
-        assert_eq!(derive_gateway(&cidr("10.0.0.7/16")), Some("10.0.255.254".parse().unwrap()));
-        assert_eq!(derive_gateway(&cidr("172.30.5.2/24")), Some("172.30.5.254".parse().unwrap()));
-        assert_eq!(derive_gateway(&cidr("192.0.2.4/31")), Some("192.0.2.5".parse().unwrap()));
-        assert_eq!(derive_gateway(&cidr("192.0.2.5/31")), Some("192.0.2.5".parse().unwrap()));
+        assert_eq!(
+            derive_gateway(&cidr("10.0.0.7/16")),
+            Some("10.0.255.254".parse().unwrap())
+        );
+        assert_eq!(
+            derive_gateway(&cidr("172.30.5.2/24")),
+            Some("172.30.5.254".parse().unwrap())
+        );
+        assert_eq!(
+            derive_gateway(&cidr("192.0.2.4/31")),
+            Some("192.0.2.5".parse().unwrap())
+        );
+        assert_eq!(
+            derive_gateway(&cidr("192.0.2.5/31")),
+            Some("192.0.2.5".parse().unwrap())
+        );
         assert_eq!(derive_gateway(&cidr("192.0.2.9/32")), None);
-        assert_eq!(derive_gateway(&cidr("10.1.2.3/30")), Some("10.1.2.2".parse().unwrap()));
+        assert_eq!(
+            derive_gateway(&cidr("10.1.2.3/30")),
+            Some("10.1.2.2".parse().unwrap())
+        );
     }
 
     #[test]
     fn parses_and_refuses() {
         assert_eq!(cidr("10.0.0.2/24").to_string(), "10.0.0.2/24");
-        assert_eq!("10.0.0.2".parse::<Ipv4Cidr>(), Err(CidrError::MissingPrefix));
-        assert!(matches!("10.0.0/24".parse::<Ipv4Cidr>(), Err(CidrError::BadAddress(_))));
-        assert!(matches!("10.0.0.1/33".parse::<Ipv4Cidr>(), Err(CidrError::BadPrefix(_))));
-        assert!(matches!("10.0.0.1/+8".parse::<Ipv4Cidr>(), Err(CidrError::BadPrefix(_))));
-        assert!(matches!("10.0.0.1/08".parse::<Ipv4Cidr>(), Err(CidrError::BadPrefix(_))));
-        assert!(matches!("10.0.0.1/".parse::<Ipv4Cidr>(), Err(CidrError::BadPrefix(_))));
-        assert!(matches!("::1/64".parse::<Ipv4Cidr>(), Err(CidrError::BadAddress(_))));
+        assert_eq!(
+            "10.0.0.2".parse::<Ipv4Cidr>(),
+            Err(CidrError::MissingPrefix)
+        );
+        assert!(matches!(
+            "10.0.0/24".parse::<Ipv4Cidr>(),
+            Err(CidrError::BadAddress(_))
+        ));
+        assert!(matches!(
+            "10.0.0.1/33".parse::<Ipv4Cidr>(),
+            Err(CidrError::BadPrefix(_))
+        ));
+        assert!(matches!(
+            "10.0.0.1/+8".parse::<Ipv4Cidr>(),
+            Err(CidrError::BadPrefix(_))
+        ));
+        assert!(matches!(
+            "10.0.0.1/08".parse::<Ipv4Cidr>(),
+            Err(CidrError::BadPrefix(_))
+        ));
+        assert!(matches!(
+            "10.0.0.1/".parse::<Ipv4Cidr>(),
+            Err(CidrError::BadPrefix(_))
+        ));
+        assert!(matches!(
+            "::1/64".parse::<Ipv4Cidr>(),
+            Err(CidrError::BadAddress(_))
+        ));
     }
 
     #[test]

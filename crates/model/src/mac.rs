@@ -32,7 +32,11 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -80,7 +84,13 @@ mod tests {
 
     #[test]
     fn refuses_bad_macs() {
-        for bad in ["", "12:b0", "12:b0:0a:64:00:02:00", "12:b0:0a:64:00:zz", "12:b0:0a:64:00:2"] {
+        for bad in [
+            "",
+            "12:b0",
+            "12:b0:0a:64:00:02:00",
+            "12:b0:0a:64:00:zz",
+            "12:b0:0a:64:00:2",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

@@ -12,7 +12,9 @@ pub enum NameError {
     Empty,
     #[error("is longer than {max} characters")]
     TooLong { max: usize },
-    #[error("may only hold letters, digits and '-', and must start and end with a letter or digit")]
+    #[error(
+        "may only hold letters, digits and '-', and must start and end with a letter or digit"
+    )]
     BadCharacters,
     #[error("may only hold letters, digits, '-', '_' and '.', and must not be '.' or '..'")]
     BadTapCharacters,
@@ -27,8 +29,11 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
         return Err(NameError::TooLong { max: NAME_MAX });
     }
     let bytes = name.as_bytes();
-    let inner_ok = bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-');
-    let ends_ok = bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
+    let inner_ok = bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'-');
+    let ends_ok =
+        bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
     if !inner_ok || !ends_ok {
         return Err(NameError::BadCharacters);
     }
@@ -44,8 +49,9 @@ pub fn check_tap_name(name: &str) -> Result<(), NameError> {
     if name.len() > TAP_NAME_MAX {
         return Err(NameError::TooLong { max: TAP_NAME_MAX });
     }
-    let chars_ok =
-        name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let chars_ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if !chars_ok || name == "." || name == ".." {
         return Err(NameError::BadTapCharacters);
     }
@@ -70,7 +76,9 @@ pub fn random_suffix(len: usize) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
-    (0..len).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 #[cfg(test)]
@@ -81,7 +89,10 @@ mod tests {
     fn names() {
         assert!(check_name("web-1").is_ok());
         assert!(check_name(&"a".repeat(63)).is_ok());
-        assert_eq!(check_name(&"a".repeat(64)), Err(NameError::TooLong { max: 63 }));
+        assert_eq!(
+            check_name(&"a".repeat(64)),
+            Err(NameError::TooLong { max: 63 })
+        );
         assert_eq!(check_name(""), Err(NameError::Empty));
         for bad in ["-a", "a-", "a b", "a/b", "a;rm", "ä", "a.b", "a_b"] {
             assert_eq!(check_name(bad), Err(NameError::BadCharacters), "{bad}");
@@ -92,16 +103,29 @@ mod tests {
     fn tap_names() {
         assert!(check_tap_name("custtap0").is_ok());
         assert!(check_tap_name("tap_0.1-x").is_ok());
-        assert_eq!(check_tap_name("abcdefghijklmnop"), Err(NameError::TooLong { max: 15 }));
+        assert_eq!(
+            check_tap_name("abcdefghijklmnop"),
+            Err(NameError::TooLong { max: 15 })
+        );
         for bad in ["..", ".", "a/b", "a b", "a:b", "$(x)", "tap\n"] {
-            assert_eq!(check_tap_name(bad), Err(NameError::BadTapCharacters), "{bad}");
+            assert_eq!(
+                check_tap_name(bad),
+                Err(NameError::BadTapCharacters),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn generated_names_fall_back_when_too_long() {
-        assert_eq!(generated_interface_name("web", 0).as_deref(), Some("web-eth0"));
-        assert_eq!(generated_interface_name(&"a".repeat(58), 3).unwrap().len(), 63);
+        assert_eq!(
+            generated_interface_name("web", 0).as_deref(),
+            Some("web-eth0")
+        );
+        assert_eq!(
+            generated_interface_name(&"a".repeat(58), 3).unwrap().len(),
+            63
+        );
         assert_eq!(generated_interface_name(&"a".repeat(59), 3), None);
         let fallback = fallback_interface_name();
         assert!(fallback.starts_with("eth-") && check_name(&fallback).is_ok());

@@ -53,7 +53,10 @@ impl Store {
     }
 
     async fn connect(options: SqliteConnectOptions) -> Result<Store, StoreError> {
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Store { pool })
     }
@@ -65,9 +68,13 @@ impl Store {
         interfaces: &[Interface],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        rows::insert_instance(&mut tx, instance).await.map_err(conflict)?;
+        rows::insert_instance(&mut tx, instance)
+            .await
+            .map_err(conflict)?;
         for iface in interfaces {
-            rows::insert_interface(&mut tx, iface).await.map_err(conflict)?;
+            rows::insert_interface(&mut tx, iface)
+                .await
+                .map_err(conflict)?;
         }
         tx.commit().await?;
         Ok(())
@@ -75,7 +82,10 @@ impl Store {
 
     /// Deletes an instance and its interfaces. Deleting a missing instance is not an error.
     pub async fn delete_instance(&self, uuid: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM instances WHERE uuid = ?").bind(uuid).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM instances WHERE uuid = ?")
+            .bind(uuid)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -103,6 +113,25 @@ impl Store {
         }
     }
 
+    /// The instance with this uuid, whatever its account.
+    pub async fn find_instance_any(
+        &self,
+        uuid: &str,
+    ) -> Result<Option<(Instance, Vec<Interface>)>, StoreError> {
+        let row = sqlx::query_as::<_, rows::InstanceRow>("SELECT * FROM instances WHERE uuid = ?")
+            .bind(uuid)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let instance = row.into_instance()?;
+                let ifaces = self.interfaces_of(&instance.uuid).await?;
+                Ok(Some((instance, ifaces)))
+            }
+        }
+    }
+
     /// All instances of an account (or of all accounts with `None`), oldest first.
     pub async fn list_instances(
         &self,
@@ -118,8 +147,9 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let instance = row.into_instance()?;
-            let (mine, rest): (Vec<_>, Vec<_>) =
-                ifaces.into_iter().partition(|i| i.instance == instance.uuid);
+            let (mine, rest): (Vec<_>, Vec<_>) = ifaces
+                .into_iter()
+                .partition(|i| i.instance == instance.uuid);
             ifaces = rest;
             out.push((instance, mine));
         }
@@ -133,7 +163,9 @@ impl Store {
         .bind(instance)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(rows::InterfaceRow::into_interface).collect()
+        rows.into_iter()
+            .map(rows::InterfaceRow::into_interface)
+            .collect()
     }
 
     /// Every interface of every account, for pool bookkeeping and reconciliation.
@@ -143,7 +175,9 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(rows::InterfaceRow::into_interface).collect()
+        rows.into_iter()
+            .map(rows::InterfaceRow::into_interface)
+            .collect()
     }
 
     /// The account's interface with this name.
@@ -198,6 +232,26 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Records that the guest with process `pid` is gone. Only the run that `pid` names is
+    /// touched: a later start of the same instance is left alone. Returns whether it applied.
+    pub async fn record_exit(
+        &self,
+        uuid: &str,
+        pid: u32,
+        exit_code: Option<i32>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE instances SET state = 'stopped', pid = NULL, exit_code = ? \
+             WHERE uuid = ? AND pid = ?",
+        )
+        .bind(exit_code)
+        .bind(uuid)
+        .bind(i64::from(pid))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn set_boot_time(&self, uuid: &str, boot_time_us: u64) -> Result<(), StoreError> {

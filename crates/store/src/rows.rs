@@ -123,11 +123,15 @@ pub(crate) struct InterfaceRow {
 }
 
 fn corrupt(column: &'static str, value: &str) -> StoreError {
-    StoreError::Corrupt { column, value: value.to_string() }
+    StoreError::Corrupt {
+        column,
+        value: value.to_string(),
+    }
 }
 
 fn parse_addr(column: &'static str, v: Option<String>) -> Result<Option<Ipv4Addr>, StoreError> {
-    v.map(|s| s.parse().map_err(|_| corrupt(column, &s))).transpose()
+    v.map(|s| s.parse().map_err(|_| corrupt(column, &s)))
+        .transpose()
 }
 
 impl InstanceRow {
@@ -210,7 +214,11 @@ pub(crate) async fn insert_interface(
     tx: &mut Transaction<'_, Sqlite>,
     i: &Interface,
 ) -> Result<(), sqlx::Error> {
-    let pool_addr = if i.pool { i.ip.map(|c| c.addr().to_string()) } else { None };
+    let pool_addr = if i.pool {
+        i.ip.map(|c| c.addr().to_string())
+    } else {
+        None
+    };
     sqlx::query(
         "INSERT INTO interfaces (uuid, account, name, instance, idx, ip, tap_name, mac, \
          pool_addr, autoconfig, relay_name, relay_dns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

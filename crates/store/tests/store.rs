@@ -58,7 +58,10 @@ async fn round_trips_and_survives_reopen() {
 
     let inst = instance("u1", "web");
     let iface = pool_iface("i1", "u1", "web-eth0", [10, 100, 0, 1], "weft-tap0");
-    store.insert_instance(&inst, std::slice::from_ref(&iface)).await.unwrap();
+    store
+        .insert_instance(&inst, std::slice::from_ref(&iface))
+        .await
+        .unwrap();
     drop(store);
 
     let store = Store::open(&path).await.unwrap();
@@ -66,9 +69,15 @@ async fn round_trips_and_survives_reopen() {
     assert_eq!(got, inst);
     assert_eq!(ifaces, vec![iface.clone()]);
     assert!(store.find_instance("other", "web").await.unwrap().is_none());
-    assert_eq!(store.interface_on_tap("weft-tap0").await.unwrap(), Some(iface));
+    assert_eq!(
+        store.interface_on_tap("weft-tap0").await.unwrap(),
+        Some(iface)
+    );
 
-    store.set_state("u1", State::Running, Some(42), None).await.unwrap();
+    store
+        .set_state("u1", State::Running, Some(42), None)
+        .await
+        .unwrap();
     let (got, _) = store.find_instance("acme", "u1").await.unwrap().unwrap();
     assert_eq!((got.state, got.pid), (State::Running, Some(42)));
 
@@ -82,18 +91,43 @@ async fn uniqueness_is_enforced_and_named() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("weft.db")).await.unwrap();
     let first = pool_iface("i1", "u1", "web-eth0", [10, 100, 0, 1], "weft-tap0");
-    store.insert_instance(&instance("u1", "web"), &[first]).await.unwrap();
+    store
+        .insert_instance(&instance("u1", "web"), &[first])
+        .await
+        .unwrap();
 
     let cases = [
-        ("web", pool_iface("i2", "u2", "x-eth0", [10, 100, 0, 2], "weft-tap1"), "instance name"),
-        ("api", pool_iface("i2", "u2", "web-eth0", [10, 100, 0, 2], "weft-tap1"), "interface name"),
-        ("api", pool_iface("i2", "u2", "api-eth0", [10, 100, 0, 2], "weft-tap0"), "TAP device"),
-        ("api", pool_iface("i2", "u2", "api-eth0", [10, 100, 0, 1], "weft-tap1"), "pool address"),
+        (
+            "web",
+            pool_iface("i2", "u2", "x-eth0", [10, 100, 0, 2], "weft-tap1"),
+            "instance name",
+        ),
+        (
+            "api",
+            pool_iface("i2", "u2", "web-eth0", [10, 100, 0, 2], "weft-tap1"),
+            "interface name",
+        ),
+        (
+            "api",
+            pool_iface("i2", "u2", "api-eth0", [10, 100, 0, 2], "weft-tap0"),
+            "TAP device",
+        ),
+        (
+            "api",
+            pool_iface("i2", "u2", "api-eth0", [10, 100, 0, 1], "weft-tap1"),
+            "pool address",
+        ),
         ("api", own_iface_with_mac_of([10, 100, 0, 1]), "MAC address"),
     ];
     for (name, iface, what) in cases {
-        let err = store.insert_instance(&instance("u2", name), &[iface]).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict { what: w } if w == what), "{what}: {err}");
+        let err = store
+            .insert_instance(&instance("u2", name), &[iface])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict { what: w } if w == what),
+            "{what}: {err}"
+        );
         // The failed transaction left nothing behind.
         assert_eq!(store.rows_of("u2").await.unwrap(), 0);
     }

@@ -1,1 +1,79 @@
-fn main() {}
+//! weftd: the weft daemon. It serves the API, runs the controller, and drives the host
+//! network and the VMM driver.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use weft_controller::{Config, Controller};
+use weft_vmm::qemu::QemuDriver;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "The weft daemon: microVMs with custom network configuration"
+)]
+struct Args {
+    /// A TOML configuration file; its keys override the embedded defaults
+    /// (see config/weftd.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.print_default_config {
+        print!("{}", weft_controller::config::DEFAULT_CONFIG);
+        return Ok(());
+    }
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let config = Config::load(args.config.as_deref())?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating {}", config.state_dir.display()))?;
+    if let Some(dir) = config.store.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+
+    let store = weft_store::Store::open(&config.store)
+        .await
+        .with_context(|| format!("opening store {}", config.store.display()))?;
+    let hostnet = weft_hostnet::HostNet::connect()
+        .await
+        .context("connecting to netlink")?;
+    let driver = Arc::new(QemuDriver::new(config.qemu.clone()));
+    let listen = config.listen;
+
+    let controller = Controller::start(config, store, hostnet, driver).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(%listen, "weftd serving");
+
+    axum::serve(listener, weft_api::router(controller))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("weftd stopped; guests keep running");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

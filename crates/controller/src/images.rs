@@ -1,0 +1,91 @@
+//! Images: a kernel and an optional initrd in `<images_dir>/<name>/`.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+}
+
+/// Finds an image by the name the API was given: `base`, `base:latest`, `team/app:v2`. The
+/// tag `latest` is the image's own directory; another tag `t` is `<name>@t`.
+pub fn resolve(images_dir: &Path, reference: &str) -> Result<Image, Error> {
+    let bad = || {
+        Error::bad_request(format!(
+            "Invalid image '{reference}': expected a name such as 'base' or 'base:latest' \
+             (letters, digits, '.', '_', '-', segments separated by '/')"
+        ))
+    };
+    let (name, tag) = match reference.rsplit_once(':') {
+        Some((name, tag)) => (name, Some(tag)),
+        None => (reference, None),
+    };
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    if reference.len() > 255 || !name.split('/').all(segment_ok) || !tag.is_none_or(segment_ok) {
+        return Err(bad());
+    }
+
+    let dir = match tag {
+        None | Some("latest") => images_dir.join(name),
+        Some(tag) => images_dir.join(format!("{name}@{tag}")),
+    };
+    let kernel = dir.join("kernel");
+    if !kernel.is_file() {
+        return Err(Error::not_found(format!(
+            "image '{reference}' not found: no kernel in {}",
+            dir.display()
+        )));
+    }
+    let initrd = dir.join("initrd");
+    Ok(Image {
+        kernel,
+        initrd: initrd.is_file().then_some(initrd),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_and_refuses() {
+        let dir = std::env::temp_dir().join(format!("weft-images-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("base")).unwrap();
+        std::fs::write(dir.join("base/kernel"), b"k").unwrap();
+
+        let image = resolve(&dir, "base:latest").unwrap();
+        assert_eq!(
+            image,
+            Image {
+                kernel: dir.join("base/kernel"),
+                initrd: None
+            }
+        );
+        assert_eq!(resolve(&dir, "base").unwrap(), image);
+        assert_eq!(
+            resolve(&dir, "nope").unwrap_err().code,
+            crate::Code::NotFound
+        );
+        assert_eq!(
+            resolve(&dir, "base:v2").unwrap_err().code,
+            crate::Code::NotFound
+        );
+        for bad in ["../etc", "base/..", "/abs", "a b", "base:", "", "a:b:c"] {
+            assert_eq!(
+                resolve(&dir, bad).unwrap_err().code,
+                crate::Code::BadRequest,
+                "{bad}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

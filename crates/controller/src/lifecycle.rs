@@ -1,0 +1,340 @@
+//! Booting, stopping and deleting instances, watching their guests, and bringing the host
+//! in line with the store after a restart.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weft_model::BootArgs;
+use weft_store::State;
+use weft_vmm::{GuestSpec, NicSpec};
+
+use crate::create::net_facts;
+use crate::error::Error;
+use crate::plan::netdev_configs;
+use crate::pools::Lease;
+use crate::{images, Account, Controller, Record};
+
+/// How long a guest gets to stop on its own before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The most console output one log request returns.
+const LOG_LIMIT_MAX: u64 = 1 << 20;
+
+/// A window of an instance's console output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogChunk {
+    pub output: Vec<u8>,
+    /// The offsets of `output` in the whole log.
+    pub start: u64,
+    pub end: u64,
+    /// How much output there is in all.
+    pub available: u64,
+}
+
+impl Controller {
+    pub(crate) async fn find_by_uuid(&self, uuid: &str) -> Result<Record, Error> {
+        let account = self.store.find_instance_any(uuid).await?;
+        match account {
+            Some((instance, interfaces)) => Ok(Record {
+                instance,
+                interfaces,
+            }),
+            None => Err(Error::not_found(format!("No instance with uuid '{uuid}'"))),
+        }
+    }
+
+    /// Routes and rules for the pool interfaces; own TAP devices are the user's and left as
+    /// they are.
+    pub(crate) async fn attach_host(
+        &self,
+        record: &Record,
+    ) -> Result<(), weft_hostnet::HostNetError> {
+        for iface in record.interfaces.iter().filter(|i| i.pool) {
+            let addr = iface.ip.expect("pool interfaces have an address").addr();
+            self.hostnet
+                .attach_pool_interface(&iface.tap_name, addr)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the host side of the pool interfaces, going on past failures.
+    pub(crate) async fn detach_host(
+        &self,
+        record: &Record,
+    ) -> Result<(), weft_hostnet::HostNetError> {
+        let mut errors = Vec::new();
+        for iface in record.interfaces.iter().filter(|i| i.pool) {
+            let addr = iface.ip.expect("pool interfaces have an address").addr();
+            if let Err(e) = self
+                .hostnet
+                .detach_pool_interface(&iface.tap_name, addr)
+                .await
+            {
+                errors.push(e);
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.pop().expect("one error")),
+            _ => Err(weft_hostnet::HostNetError::Many(errors)),
+        }
+    }
+
+    /// What the driver needs to boot this instance.
+    fn guest_spec(&self, record: &Record) -> Result<GuestSpec, Error> {
+        let instance = &record.instance;
+        let image = images::resolve(&self.config.images_dir, &instance.image)?;
+        let facts: Vec<_> = record.interfaces.iter().map(net_facts).collect();
+        let args = BootArgs {
+            netdevs: netdev_configs(&facts, instance.gateway, instance.nameserver),
+            macs: record.interfaces.iter().map(|i| i.mac).collect(),
+            env: instance
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            app_args: instance.args.clone(),
+        };
+        let cmdline = args
+            .render()
+            .map_err(|e| Error::bad_request(e.to_string()))?;
+        Ok(GuestSpec {
+            id: instance.uuid.clone(),
+            kernel: image.kernel,
+            initrd: image.initrd,
+            cmdline,
+            memory_mb: instance.memory_mb,
+            vcpus: instance.vcpus,
+            nics: record
+                .interfaces
+                .iter()
+                .map(|i| NicSpec {
+                    tap: i.tap_name.clone(),
+                    mac: i.mac,
+                })
+                .collect(),
+            run_dir: self.run_dir(&instance.uuid),
+        })
+    }
+
+    /// Boots the guest and records it running; a watcher records its exit.
+    pub(crate) async fn boot(self: &Arc<Self>, record: &Record) -> Result<(), Error> {
+        let uuid = record.instance.uuid.clone();
+        let spec = self.guest_spec(record)?;
+        std::fs::create_dir_all(&spec.run_dir).map_err(|e| Error::step("run directory", e))?;
+
+        let started = Instant::now();
+        self.store
+            .set_state(&uuid, State::Starting, None, None)
+            .await?;
+        let guest = match self.driver.start(&spec).await {
+            Ok(guest) => guest,
+            Err(e) => {
+                self.store
+                    .set_state(&uuid, State::Stopped, None, None)
+                    .await?;
+                return Err(Error::step("guest start", e));
+            }
+        };
+        let pid = guest.pid;
+        self.store
+            .set_state(&uuid, State::Running, Some(pid), None)
+            .await?;
+        self.store
+            .set_boot_time(&uuid, started.elapsed().as_micros() as u64)
+            .await?;
+        tracing::info!(instance = %record.instance.name, uuid = %uuid, pid, driver = self.driver.name(), "guest started");
+
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let code = guest.exited.await.ok();
+            this.guest_exited(&uuid, pid, code).await;
+        });
+        Ok(())
+    }
+
+    async fn guest_exited(&self, uuid: &str, pid: u32, code: Option<i32>) {
+        match self.store.record_exit(uuid, pid, code).await {
+            Ok(true) => tracing::info!(uuid = %uuid, pid, code, "guest exited"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(uuid = %uuid, error = %e, "recording guest exit"),
+        }
+    }
+
+    pub async fn start_instance(
+        self: &Arc<Self>,
+        account: &Account,
+        id: &str,
+    ) -> Result<Record, Error> {
+        let record = self.find(account, id).await?;
+        let lock = self.op_lock(&record.instance.uuid);
+        let _op = lock.lock().await;
+
+        let record = self.find_by_uuid(&record.instance.uuid).await?;
+        if record.instance.state != State::Stopped {
+            return Ok(record);
+        }
+        self.attach_host(&record)
+            .await
+            .map_err(|e| Error::step("host network setup", e))?;
+        self.boot(&record).await?;
+        self.find_by_uuid(&record.instance.uuid).await
+    }
+
+    pub async fn stop_instance(&self, account: &Account, id: &str) -> Result<Record, Error> {
+        let record = self.find(account, id).await?;
+        let lock = self.op_lock(&record.instance.uuid);
+        let _op = lock.lock().await;
+
+        let record = self.find_by_uuid(&record.instance.uuid).await?;
+        self.halt(&record).await?;
+        self.find_by_uuid(&record.instance.uuid).await
+    }
+
+    /// Stops the guest of an instance, if it has one.
+    async fn halt(&self, record: &Record) -> Result<(), Error> {
+        let instance = &record.instance;
+        let Some(pid) = instance.pid else {
+            if instance.state != State::Stopped {
+                self.store
+                    .set_state(&instance.uuid, State::Stopped, None, None)
+                    .await?;
+            }
+            return Ok(());
+        };
+        self.store
+            .set_state(&instance.uuid, State::Stopping, Some(pid), None)
+            .await?;
+        let spec = self.guest_spec(record)?;
+        self.driver
+            .stop(&spec, pid, STOP_GRACE)
+            .await
+            .map_err(|e| Error::step("guest stop", e))?;
+        self.store.record_exit(&instance.uuid, pid, None).await?;
+        tracing::info!(instance = %instance.name, uuid = %instance.uuid, "guest stopped");
+        Ok(())
+    }
+
+    /// Deletes an instance and releases everything it held. Returns it as it was.
+    pub async fn delete_instance(&self, account: &Account, id: &str) -> Result<Record, Error> {
+        let record = self.find(account, id).await?;
+        let uuid = record.instance.uuid.clone();
+        let lock = self.op_lock(&uuid);
+        let _op = lock.lock().await;
+
+        let record = self.find_by_uuid(&uuid).await?;
+        self.halt(&record).await?;
+        self.detach_host(&record)
+            .await
+            .map_err(|e| Error::step("host network teardown", e))?;
+        self.store.delete_instance(&uuid).await?;
+
+        let leases: Vec<Lease> = record
+            .interfaces
+            .iter()
+            .filter(|i| i.pool)
+            .map(|i| Lease {
+                addr: i.ip.expect("pool address").addr(),
+                tap: i.tap_name.clone(),
+            })
+            .collect();
+        self.release(&leases);
+        let _ = std::fs::remove_dir_all(self.run_dir(&uuid));
+        self.forget_op_lock(&uuid);
+        tracing::info!(instance = %record.instance.name, uuid = %uuid, "instance deleted");
+        Ok(record)
+    }
+
+    pub async fn log(
+        &self,
+        account: &Account,
+        id: &str,
+        offset: i64,
+        limit: u64,
+    ) -> Result<LogChunk, Error> {
+        let record = self.find(account, id).await?;
+        let path = self.driver.console_path(&GuestSpec {
+            run_dir: self.run_dir(&record.instance.uuid),
+            ..self.guest_spec(&record)?
+        });
+        let data = match std::fs::read(&path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::step("console log", e)),
+        };
+        let available = data.len() as u64;
+        // A negative offset counts from the end, as in Unikraft Cloud's API.
+        let start = if offset < 0 {
+            available.saturating_sub(offset.unsigned_abs())
+        } else {
+            (offset as u64).min(available)
+        };
+        let end = (start + limit.min(LOG_LIMIT_MAX)).min(available);
+        Ok(LogChunk {
+            output: data[start as usize..end as usize].to_vec(),
+            start,
+            end,
+            available,
+        })
+    }
+
+    /// After a restart: every lease is re-marked, every instance's host side re-applied, and
+    /// guests that did not survive are recorded as stopped.
+    pub(crate) async fn recover(self: &Arc<Self>) -> Result<(), Error> {
+        let records = self.store.list_instances(None).await?;
+        {
+            let mut pools = self.pools.lock().expect("pools");
+            for (_, ifaces) in &records {
+                for iface in ifaces.iter().filter(|i| i.pool) {
+                    pools.mark_used(iface.ip.expect("pool address").addr(), &iface.tap_name);
+                }
+            }
+        }
+
+        for (instance, interfaces) in records {
+            let record = Record {
+                instance,
+                interfaces,
+            };
+            if let Err(e) = self.attach_host(&record).await {
+                tracing::error!(uuid = %record.instance.uuid, error = %e, "re-applying host network");
+            }
+            let Some(pid) = record.instance.pid else {
+                if record.instance.state != State::Stopped {
+                    self.store
+                        .set_state(&record.instance.uuid, State::Stopped, None, None)
+                        .await?;
+                }
+                continue;
+            };
+            if guest_alive(pid, &record.instance.uuid) {
+                tracing::info!(uuid = %record.instance.uuid, pid, "guest survived a restart; watching it");
+                let this = Arc::clone(self);
+                tokio::spawn(async move { this.watch_adopted(record.instance.uuid, pid).await });
+            } else {
+                self.store
+                    .record_exit(&record.instance.uuid, pid, None)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Watches a guest this process did not start, by polling its pid.
+    async fn watch_adopted(&self, uuid: String, pid: u32) {
+        while guest_alive(pid, &uuid) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.guest_exited(&uuid, pid, None).await;
+    }
+}
+
+/// Whether `pid` is still the guest of instance `uuid` (its command line names the uuid, so
+/// a reused pid is not mistaken for it).
+fn guest_alive(pid: u32, uuid: &str) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => String::from_utf8_lossy(&cmdline).contains(uuid),
+        Err(_) => false,
+    }
+}

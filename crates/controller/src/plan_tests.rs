@@ -1,0 +1,187 @@
+use super::*;
+
+fn pool() -> PoolRules<'static> {
+    PoolRules {
+        addresses: "10.100.0.0/16".parse().unwrap(),
+        tap_prefix: "weft-tap",
+    }
+}
+
+fn iface(ip: Option<&str>, tap: Option<&str>) -> InterfaceRequest {
+    InterfaceRequest {
+        ip: ip.map(str::to_string),
+        tap_name: tap.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+fn refusal(reqs: &[InterfaceRequest]) -> String {
+    plan_interfaces(Some(reqs), &pool()).unwrap_err().message
+}
+
+#[test]
+fn omitted_list_is_one_pool_interface() {
+    let omitted = plan_interfaces(None, &pool()).unwrap();
+    let empty_entry = plan_interfaces(Some(&[InterfaceRequest::default()]), &pool()).unwrap();
+    assert_eq!(omitted, empty_entry);
+    assert_eq!(omitted[0].source, Source::Pool);
+    assert!(omitted[0].autoconfig);
+}
+
+#[test]
+fn counts_outside_one_to_four_are_refused() {
+    assert!(refusal(&[]).contains("not 0"));
+    assert!(refusal(&vec![InterfaceRequest::default(); 5]).contains("not 5"));
+    assert!(plan_interfaces(Some(&vec![InterfaceRequest::default(); 4]), &pool()).is_ok());
+}
+
+#[test]
+fn r3_exact_texts() {
+    assert_eq!(
+        refusal(&[iface(Some("172.30.5.2/24"), None)]),
+        texts::IP_AND_TAP
+    );
+    assert_eq!(refusal(&[iface(None, Some("custtap0"))]), texts::IP_AND_TAP);
+    assert_eq!(
+        refusal(&[iface(Some("10.100.7.7/24"), Some("custtap0"))]),
+        texts::IP_FROM_POOL
+    );
+    assert_eq!(
+        refusal(&[iface(Some("10.0.0.1/8"), Some("custtap0"))]),
+        texts::IP_FROM_POOL
+    );
+    assert_eq!(
+        refusal(&[iface(Some("172.30.5.2/24"), Some("weft-tap3"))]),
+        texts::TAP_FROM_POOL
+    );
+    assert_eq!(
+        refusal(&[iface(Some("172.30.5.2/24"), Some("weft-tap999"))]),
+        texts::TAP_FROM_POOL
+    );
+    let own = plan_interfaces(
+        Some(&[iface(Some("172.30.5.2/24"), Some("weft-tapx"))]),
+        &pool(),
+    );
+    assert!(
+        own.is_ok(),
+        "a name that only starts like the pool's is the user's own"
+    );
+}
+
+#[test]
+fn bad_values_are_named() {
+    let msg = refusal(&[
+        iface(None, None),
+        iface(Some("172.30.5.2"), Some("custtap0")),
+    ]);
+    assert!(
+        msg.contains("network_interfaces[1].ip '172.30.5.2'"),
+        "{msg}"
+    );
+    let msg = refusal(&[iface(Some("172.30.5.2/24"), Some("a/b"))]);
+    assert!(
+        msg.contains("network_interfaces[0].tap_name 'a/b'"),
+        "{msg}"
+    );
+    let msg = refusal(&[iface(Some("172.30.5.2/24"), Some("sixteen-chars-xx"))]);
+    assert!(msg.contains("longer than 15"), "{msg}");
+    let named = InterfaceRequest {
+        name: Some("bad name".into()),
+        ..Default::default()
+    };
+    assert!(refusal(&[named]).contains("network_interfaces[0].name 'bad name'"));
+    let twice = InterfaceRequest {
+        name: Some("a".into()),
+        ..Default::default()
+    };
+    assert!(refusal(&[twice.clone(), twice]).contains("more than one interface"));
+    let tap = iface(Some("172.30.5.2/24"), Some("custtap0"));
+    assert!(refusal(&[tap.clone(), tap]).contains("tap_name 'custtap0' is given to more"));
+    assert_eq!(
+        parse_override("gateway", Some("1.2.3"))
+            .unwrap_err()
+            .message,
+        "Invalid gateway '1.2.3': expected an IPv4 address"
+    );
+}
+
+#[test]
+fn autoconfig_defaults_to_true_and_can_be_off() {
+    let off = InterfaceRequest {
+        autoconfig: Some(false),
+        ..Default::default()
+    };
+    let plan = plan_interfaces(Some(&[InterfaceRequest::default(), off]), &pool()).unwrap();
+    assert!(plan[0].autoconfig && !plan[1].autoconfig);
+}
+
+fn facts(pool: bool, cidr: &str, autoconfig: bool) -> NetFacts {
+    NetFacts {
+        pool,
+        cidr: Some(cidr.parse().unwrap()),
+        autoconfig,
+    }
+}
+
+fn ip(s: &str) -> Option<Ipv4Addr> {
+    Some(s.parse().unwrap())
+}
+
+#[test]
+fn gateway_derivation_r6() {
+    let pool_primary = [
+        facts(true, "10.100.0.2/16", true),
+        facts(false, "172.30.5.2/24", true),
+    ];
+    assert_eq!(resolve_gateway(None, &pool_primary), ip("10.100.255.254"));
+
+    // An own primary: the first pool interface still decides.
+    let own_primary = [
+        facts(false, "172.30.5.2/24", true),
+        facts(true, "10.100.0.2/16", true),
+    ];
+    assert_eq!(resolve_gateway(None, &own_primary), ip("10.100.255.254"));
+
+    // No pool interface: the primary decides.
+    let own_only = [
+        facts(false, "172.30.5.2/24", true),
+        facts(false, "192.0.2.9/31", true),
+    ];
+    assert_eq!(resolve_gateway(None, &own_only), ip("172.30.5.254"));
+    assert_eq!(
+        resolve_gateway(None, &[facts(false, "192.0.2.8/31", true)]),
+        ip("192.0.2.9")
+    );
+    assert_eq!(
+        resolve_gateway(None, &[facts(false, "192.0.2.9/32", true)]),
+        None
+    );
+
+    // An override wins.
+    assert_eq!(
+        resolve_gateway(ip("172.30.5.1"), &pool_primary),
+        ip("172.30.5.1")
+    );
+}
+
+#[test]
+fn guest_is_told_one_gateway_and_nothing_without_autoconfig() {
+    let ifaces = [
+        facts(false, "172.30.5.2/24", true),
+        facts(true, "10.100.0.2/16", true),
+        facts(true, "10.100.0.3/16", false),
+    ];
+    let cfgs = netdev_configs(&ifaces, ip("10.100.255.254"), ip("10.100.255.254"));
+    let first = cfgs[0].as_ref().unwrap();
+    assert_eq!(
+        (first.gateway, first.nameserver),
+        (None, ip("10.100.255.254"))
+    );
+    assert_eq!(cfgs[1].as_ref().unwrap().gateway, ip("10.100.255.254"));
+    assert_eq!(cfgs[2], None);
+
+    // A gateway in no interface's network goes to the first autoconfig interface.
+    let cfgs = netdev_configs(&ifaces, ip("192.0.2.1"), None);
+    assert_eq!(cfgs[0].as_ref().unwrap().gateway, ip("192.0.2.1"));
+    assert_eq!(cfgs[1].as_ref().unwrap().gateway, None);
+}
