@@ -47,6 +47,20 @@ pub enum DeviceKind {
     Other(String),
 }
 
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceKind::Missing => f.write_str("missing"),
+            DeviceKind::Tap => f.write_str("a TAP device"),
+            DeviceKind::Tun => f.write_str("a TUN device"),
+            DeviceKind::Other(kind) if kind.is_empty() => {
+                f.write_str("a physical or loopback device")
+            }
+            DeviceKind::Other(kind) => write!(f, "a {kind} link"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HostNetError {
     #[error("netlink: {0}")]
@@ -58,7 +72,7 @@ pub enum HostNetError {
     #[error("device {0} does not exist")]
     NoDevice(String),
     /// A name that should be a TAP device is another kind of link.
-    #[error("device {name} is not a TAP device (it is {kind:?})")]
+    #[error("device {name} is {kind}, not a TAP device")]
     NotTap { name: String, kind: DeviceKind },
     /// The pool's settings cannot be applied as they are.
     #[error("invalid pool: {0}")]
@@ -117,7 +131,12 @@ impl HostNet {
             self.setup_pool_tap(&pool.tap_name(n), pool.gateway).await?;
         }
 
-        info!(taps = pool.tap_count, prefix = %pool.tap_prefix, uplink = %pool.uplink, "pool network ready");
+        info!(
+            taps = pool.tap_count,
+            prefix = %pool.tap_prefix,
+            uplink = %pool.uplink,
+            "pool network ready"
+        );
         Ok(())
     }
 
@@ -141,7 +160,7 @@ impl HostNet {
         }
         let index = link.header.index;
 
-        // The tables filter IPv4 only: without IPv6 on the TAP a guest cannot reach host
+        // weft's table filters IPv4 only: without IPv6 on the TAP a guest cannot reach host
         // services over link-local addresses either. A kernel without IPv6 has no such knob.
         match write_sysctl(&format!("net/ipv6/conf/{tap}/disable_ipv6"), "1") {
             Err(HostNetError::Sysctl { source, .. })

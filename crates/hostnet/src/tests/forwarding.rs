@@ -68,6 +68,24 @@ async fn mac_of(handle: &Handle, name: &str) -> [u8; 6] {
         .expect("link has a MAC")
 }
 
+/// Waits until the kernel has the link operational. Carrier comes on as soon as a guest
+/// attaches, but the kernel starts transmitting to the device only once its deferred link
+/// watch has run, up to a second later; frames sent to it before then are dropped.
+async fn wait_operational(handle: &Handle, name: &str) {
+    use rtnetlink::packet_route::link::State;
+    for _ in 0..50 {
+        let link = link::link_by_name(handle, name).await.unwrap().unwrap();
+        if link
+            .attributes
+            .contains(&LinkAttribute::OperState(State::Up))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} did not become operational");
+}
+
 /// Tells the host the guest's MAC for `addr` on `tap`, so answers are not held up by ARP.
 async fn add_neighbour(handle: &Handle, tap: &str, addr: Ipv4Addr) {
     let index = index_of(handle, tap).await;
@@ -114,6 +132,8 @@ fn guests_reach_the_uplink_from_their_own_address_only() {
         let gateway_mac = mac_of(&handle, "wtap0").await;
         let mut guest = TestGuest::attach("wtap0", gateway_mac);
         let mut other = TestGuest::attach("wtap1", mac_of(&handle, "wtap1").await);
+        wait_operational(&handle, "wtap0").await;
+        wait_operational(&handle, "wtap1").await;
 
         // Out through the uplink, masqueraded: the far side has no route back to the pool.
         guest.send_ping(A, FAR, 1);
@@ -171,6 +191,7 @@ fn guests_reach_only_ping_and_dns_on_the_host() {
         add_neighbour(&handle, "wtap0", A).await;
         let gw = pool.gateway;
         let mut guest = TestGuest::attach("wtap0", mac_of(&handle, "wtap0").await);
+        wait_operational(&handle, "wtap0").await;
 
         guest.send_ping(A, gw, 7);
         assert!(
