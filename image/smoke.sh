@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Boots the base image under QEMU (TCG, no KVM needed) inside a network namespace made for
+# the test, and checks what weft-guest prints and that the demo app answers:
+#
+#   1. two NICs: eth0 configured (10.100.0.2/16, gateway and DNS 10.100.255.254), eth1 with
+#      autoconfig off; busybox httpd as the app, reached with ping and HTTP from the namespace.
+#   2. no NIC: a shell app that prints an env.vars variable and exits 3; the VM must power
+#      itself off and report the exit code.
+#
+# Usage (as root): image/smoke.sh [IMAGE_DIR]     (default: image/out/base, see build.sh)
+# Environment: WEFT_SMOKE_LOGS=DIR keeps the console logs there; WEFT_SMOKE_BOOT_TIMEOUT
+# bounds each boot (default 120 s).
+# The test uses `ip` to set up its namespace; weft-guest itself never does. Everything it
+# creates is removed on exit, also after a failure.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+image="${1:-$repo/image/out/base}"
+boot_timeout="${WEFT_SMOKE_BOOT_TIMEOUT:-120}"
+
+ns="weft-smoke-$$"
+tmp="$(mktemp -d)"
+qemu_pid=""
+failed=0
+
+say() { echo "smoke.sh: $*"; }
+fail() { echo "smoke.sh: FAIL: $*" >&2; failed=1; }
+
+cleanup() {
+    if [[ -n "$qemu_pid" ]] && kill -0 "$qemu_pid" 2>/dev/null; then
+        kill "$qemu_pid" 2>/dev/null || true
+        wait "$qemu_pid" 2>/dev/null || true
+    fi
+    ip netns del "$ns" 2>/dev/null || true
+    if [[ -n "${WEFT_SMOKE_LOGS:-}" ]]; then
+        mkdir -p "$WEFT_SMOKE_LOGS" && cp "$tmp"/*.log "$WEFT_SMOKE_LOGS"/ 2>/dev/null || true
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+[[ $EUID -eq 0 ]] || { echo "smoke.sh: needs root (network namespaces, TAP devices)" >&2; exit 1; }
+for f in kernel initrd; do
+    [[ -f "$image/$f" ]] || { echo "smoke.sh: no $image/$f: run image/build.sh first" >&2; exit 1; }
+done
+command -v qemu-system-x86_64 >/dev/null || { echo "smoke.sh: qemu-system-x86_64 missing" >&2; exit 1; }
+
+in_ns() { ip netns exec "$ns" "$@"; }
+
+# Starts QEMU in the namespace in the background; $1 is the console log, $2 the kernel
+# command line, the rest extra QEMU arguments.
+boot() {
+    local log="$1" append="$2"
+    shift 2
+    : >"$log"
+    # Not through in_ns: $! must be the process that becomes timeout, so kill reaches QEMU.
+    ip netns exec "$ns" timeout "$boot_timeout" qemu-system-x86_64 \
+        -accel tcg -machine pc -m 256 -smp 1 \
+        -display none -monitor none -nodefaults -no-reboot \
+        -kernel "$image/kernel" -initrd "$image/initrd" \
+        -serial "file:$log" -append "$append" "$@" &
+    qemu_pid=$!
+    boot_started=$SECONDS
+}
+
+# Waits until the console log has a line matching $2, at most $3 seconds.
+wait_for_line() {
+    local log="$1" pattern="$2" limit="$3" start=$SECONDS
+    while ((SECONDS - start < limit)); do
+        grep -q -- "$pattern" "$log" && return 0
+        kill -0 "$qemu_pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    grep -q -- "$pattern" "$log"
+}
+
+expect_line() {
+    local log="$1" line="$2"
+    if grep -qxF -- "$line" <(tr -d '\r' <"$log"); then
+        say "ok: $line"
+    else
+        fail "console lacks: $line"
+    fi
+}
+
+show_console() {
+    echo "----- console: $1 -----" >&2
+    tr -d '\r' <"$1" | grep -v '^\[' >&2 || true
+    echo "-----" >&2
+}
+
+ip netns add "$ns"
+in_ns ip link set lo up
+for tap in t0 t1; do
+    in_ns ip tuntap add "$tap" mode tap
+    in_ns ip link set "$tap" up
+done
+in_ns ip addr add 10.100.255.254/32 dev t0
+in_ns ip route add 10.100.0.2/32 dev t0
+
+# 1. Network setup and the demo app.
+log1="$tmp/console-net.log"
+boot "$log1" "console=ttyS0 panic=-1 \
+netdev.ip=10.100.0.2/16:10.100.255.254:10.100.255.254 netdev.ip= \
+weft.macs=12:b0:0a:64:00:02,12:b1:00:00:00:01 \
+-- /bin/busybox httpd -f -p 8080 -h /www" \
+    -netdev tap,id=n0,ifname=t0,script=no,downscript=no,vhost=off \
+    -device virtio-net-pci,netdev=n0,mac=12:b0:0a:64:00:02 \
+    -netdev tap,id=n1,ifname=t1,script=no,downscript=no,vhost=off \
+    -device virtio-net-pci,netdev=n1,mac=12:b1:00:00:00:01
+
+if wait_for_line "$log1" "weft-guest: app start" "$boot_timeout"; then
+    say "booted to the app in $((SECONDS - boot_started)) s"
+else
+    fail "no 'app start' line within $boot_timeout s"
+fi
+expect_line "$log1" "weft-guest: iface eth0 mac 12:b0:0a:64:00:02 addr 10.100.0.2/16"
+expect_line "$log1" "weft-guest: iface eth1 mac 12:b1:00:00:00:01 addr none"
+expect_line "$log1" "weft-guest: route default via 10.100.255.254 dev eth0"
+expect_line "$log1" "weft-guest: nameserver 10.100.255.254"
+expect_line "$log1" "weft-guest: app start /bin/busybox httpd -f -p 8080 -h /www"
+if grep -q "weft-guest: error:" "$log1"; then
+    fail "weft-guest printed errors"
+fi
+
+pinged=0
+for _ in $(seq 1 20); do
+    if in_ns ping -c 1 -W 1 10.100.0.2 >/dev/null 2>&1; then
+        pinged=1
+        break
+    fi
+done
+if ((pinged)); then say "ok: ping 10.100.0.2"; else fail "10.100.0.2 does not answer ping"; fi
+
+page=""
+for _ in $(seq 1 10); do
+    page="$(in_ns curl -sS --max-time 5 http://10.100.0.2:8080/ 2>/dev/null)" && break
+    sleep 1
+done
+if grep -q "Hello from a weft guest" <<<"$page"; then
+    say "ok: http://10.100.0.2:8080/ serves the demo page"
+else
+    fail "http://10.100.0.2:8080/ did not serve the demo page"
+fi
+((failed)) && show_console "$log1"
+
+kill "$qemu_pid" 2>/dev/null || true
+wait "$qemu_pid" 2>/dev/null || true
+qemu_pid=""
+
+# 2. Environment, exit code and power off, with no NIC at all.
+log2="$tmp/console-exit.log"
+boot "$log2" 'console=ttyS0 panic=-1 env.vars=[ "GREETING=hello weft" ] -- /bin/sh -c "echo greeting=$GREETING; exit 3"' \
+    -nic none
+if wait "$qemu_pid"; then
+    say "ok: the VM powered itself off after $((SECONDS - boot_started)) s"
+else
+    fail "QEMU did not exit by itself within $boot_timeout s"
+fi
+qemu_pid=""
+expect_line "$log2" "weft-guest: route default none"
+expect_line "$log2" "greeting=hello weft"
+expect_line "$log2" "weft-guest: app exit 3"
+if grep -q "weft-guest: iface" "$log2"; then
+    fail "a VM without NICs reported an interface"
+fi
+((failed)) && show_console "$log2"
+
+if ((failed)); then
+    say "FAILED"
+    exit 1
+fi
+say "all checks passed"
