@@ -95,7 +95,9 @@ impl HostNetError {
     }
 }
 
-/// The host side of pool networking in the network namespace where it was connected.
+/// The host side of pool networking in the network namespace where it was connected. Clones
+/// share one netlink connection.
+#[derive(Clone, Debug)]
 pub struct HostNet {
     handle: Handle,
 }
