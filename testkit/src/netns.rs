@@ -1,0 +1,103 @@
+//! Network namespaces made for one test, removed when dropped.
+
+use std::process::{Command, Output};
+
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace with `lo` up. An old namespace of the same name is replaced.
+    pub fn create(name: &str) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        sh(&["ip", "netns", "add", name]);
+        let ns = Netns {
+            name: name.to_string(),
+        };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A handle on a namespace someone else owns: dropping it removes nothing.
+    pub fn existing(name: &str) -> std::mem::ManuallyDrop<Netns> {
+        std::mem::ManuallyDrop::new(Netns {
+            name: name.to_string(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n <ns> <args>`, panicking with its output on failure.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Runs a command inside the namespace and returns its output, whatever its status.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .expect("ip netns exec runs")
+    }
+
+    /// Runs a command inside the namespace; true when it exits with 0.
+    pub fn succeeds(&self, args: &[&str]) -> bool {
+        self.exec(args).status.success()
+    }
+
+    /// A command that will run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Runs `f` on a thread inside the namespace: sockets it opens live there.
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("namespace file opens");
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: the fd is a valid open namespace file; setns only changes this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns into {path}: {}",
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("command runs");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}{}",
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

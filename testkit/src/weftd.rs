@@ -1,0 +1,141 @@
+//! A weftd process in a host namespace, with its own state directory and configuration.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::{wait_for, Api, Netns};
+
+pub const TOKEN: &str = "acme-token-0123456789abcdef";
+pub const LISTEN: &str = "127.0.0.1:7070";
+
+pub struct Weftd {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub api: Api,
+    ns: String,
+    binary: PathBuf,
+    config: PathBuf,
+}
+
+impl Weftd {
+    /// The default test configuration: a small pool, the `acme` account with every
+    /// permission, plus `extra` TOML appended (which may override keys of its own sections).
+    pub fn config(images_dir: &Path, state_dir: &Path, extra: &str) -> String {
+        format!(
+            r#"listen = "{LISTEN}"
+state_dir = "{state}"
+store = "{state}/weft.db"
+images_dir = "{images}"
+
+[pool]
+addresses = "10.100.0.0/16"
+tap_prefix = "wt"
+tap_count = 8
+uplink = "eth0"
+
+[[accounts]]
+name = "acme"
+tokens = ["{TOKEN}"]
+permissions = ["net_manager"]
+license = ["custom_network_configuration"]
+{extra}"#,
+            state = state_dir.display(),
+            images = images_dir.display(),
+        )
+    }
+
+    /// Starts weftd in `ns` and waits until its API answers.
+    pub fn start(ns: &Netns, binary: &Path, images_dir: &Path, extra: &str) -> Weftd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = dir.path().join("state");
+        let config = dir.path().join("weftd.toml");
+        std::fs::write(&config, Self::config(images_dir, &state, extra)).expect("config written");
+
+        let mut weftd = Weftd {
+            child: None,
+            api: Api::new(ns, &format!("http://{LISTEN}"), TOKEN),
+            dir,
+            ns: ns.name().to_string(),
+            binary: binary.to_path_buf(),
+            config,
+        };
+        weftd.spawn();
+        weftd
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(&self.binary)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,weft=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("weftd starts");
+        self.child = Some(child);
+
+        let up = wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("weftd exited with {status}:\n{}", self.log());
+            }
+            (self.api.get("/v1/healthz").0 == 200).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "weftd did not answer within 30 s:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("weftd.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Stops weftd with SIGTERM (guests keep running) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill with a pid we spawned; at worst the process is already gone.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let gone = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+                child.try_wait().ok().flatten()
+            });
+            if gone.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Stops weftd and starts it again on the same store and configuration.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Weftd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
