@@ -58,10 +58,13 @@ boot() {
         -accel tcg -machine pc -m 256 -smp 1 \
         -display none -monitor none -nodefaults -no-reboot \
         -kernel "$image/kernel" -initrd "$image/initrd" \
-        -serial "file:$log" -append "$append" "$@" &
+        -serial "file:$log" -append "$append" "$@" 2>>"$tmp/qemu.err" &
     qemu_pid=$!
-    boot_started=$SECONDS
+    boot_started=$EPOCHREALTIME
 }
+
+# Seconds since the last boot started, with one decimal.
+since_boot() { awk -v a="$boot_started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 
 # Waits until the console log has a line matching $2, at most $3 seconds.
 wait_for_line() {
@@ -85,7 +88,9 @@ expect_line() {
 
 show_console() {
     echo "----- console: $1 -----" >&2
-    tr -d '\r' <"$1" | grep -v '^\[' >&2 || true
+    tr -d '\r' <"$1" >&2 || true
+    echo "----- QEMU -----" >&2
+    cat "$tmp/qemu.err" >&2 || true
     echo "-----" >&2
 }
 
@@ -100,7 +105,7 @@ in_ns ip route add 10.100.0.2/32 dev t0
 
 # 1. Network setup and the demo app.
 log1="$tmp/console-net.log"
-boot "$log1" "console=ttyS0 panic=-1 \
+boot "$log1" "console=ttyS0 panic=-1 quiet \
 netdev.ip=10.100.0.2/16:10.100.255.254:10.100.255.254 netdev.ip= \
 weft.macs=12:b0:0a:64:00:02,12:b1:00:00:00:01 \
 -- /bin/busybox httpd -f -p 8080 -h /www" \
@@ -110,7 +115,7 @@ weft.macs=12:b0:0a:64:00:02,12:b1:00:00:00:01 \
     -device virtio-net-pci,netdev=n1,mac=12:b1:00:00:00:01
 
 if wait_for_line "$log1" "weft-guest: app start" "$boot_timeout"; then
-    say "booted to the app in $((SECONDS - boot_started)) s"
+    say "booted to the app in $(since_boot) s"
 else
     fail "no 'app start' line within $boot_timeout s"
 fi
@@ -150,10 +155,10 @@ qemu_pid=""
 
 # 2. Environment, exit code and power off, with no NIC at all.
 log2="$tmp/console-exit.log"
-boot "$log2" 'console=ttyS0 panic=-1 env.vars=[ "GREETING=hello weft" ] -- /bin/sh -c "echo greeting=$GREETING; exit 3"' \
+boot "$log2" 'console=ttyS0 panic=-1 quiet env.vars=[ "GREETING=hello weft" ] -- /bin/sh -c "echo greeting=$GREETING; exit 3"' \
     -nic none
 if wait "$qemu_pid"; then
-    say "ok: the VM powered itself off after $((SECONDS - boot_started)) s"
+    say "ok: the VM powered itself off after $(since_boot) s"
 else
     fail "QEMU did not exit by itself within $boot_timeout s"
 fi

@@ -1,10 +1,10 @@
 //! weft-guest: the init and agent of weft's guest images.
 //!
 //! As PID 1 of a VM it mounts the kernel filesystems, loads the image's modules and reads the
-//! boot arguments from /proc/cmdline. Run otherwise (by the netns driver, inside a network
-//! namespace) it takes them from `--cmdline` or `WEFT_CMDLINE` and leaves mounts and modules
-//! alone. In both cases it then configures the network with netlink, prints what the kernel
-//! holds, runs the app and reports its exit code.
+//! boot arguments from /proc/cmdline. Given `--cmdline` or `WEFT_CMDLINE` (by the netns
+//! driver, inside a network namespace) it leaves mounts, modules and power alone. In both
+//! cases it then configures the network with netlink, prints what the kernel holds, runs the
+//! app and reports its exit code.
 //!
 //! Every line it prints starts with `weft-guest: `; tests rely on their exact format.
 
@@ -38,12 +38,13 @@ mod plan;
 pub const CMDLINE_ENV: &str = "WEFT_CMDLINE";
 
 const USAGE: &str = "\
-usage: weft-guest [--cmdline STRING] [--resolv-conf PATH]
+usage: weft-guest --cmdline STRING [--resolv-conf PATH]
+       WEFT_CMDLINE=STRING weft-guest [--resolv-conf PATH]
 
-As PID 1 (the init of a VM) it takes no options and reads /proc/cmdline.
-Otherwise it configures the network namespace it runs in from STRING (or $WEFT_CMDLINE),
-writes the nameservers to PATH only when --resolv-conf is given, runs the app after `--`
-and exits with its exit code.";
+As the init of a VM (PID 1, neither --cmdline nor WEFT_CMDLINE) it reads /proc/cmdline.
+Otherwise it configures the network namespace it runs in from STRING, writes the
+nameservers to PATH only when --resolv-conf is given, runs the app after `--` and exits
+with its exit code.";
 
 /// Where the boot arguments come from and where the resolver file goes.
 struct Options {
@@ -52,14 +53,18 @@ struct Options {
 }
 
 fn main() {
-    let pid1 = std::process::id() == 1;
-
     // Before any thread exists, so that every thread inherits the mask.
     if let Err(err) = app::block_signals() {
         fail!("blocking signals: {err}");
     }
 
-    let options = if pid1 {
+    // A command line given explicitly means the netns driver runs us, even as PID 1 of a
+    // PID namespace. As a VM's init, the kernel passes the app's args as our argv: ignore them.
+    let explicit = std::env::args().nth(1).is_some_and(|a| a.starts_with("--"))
+        || std::env::var_os(CMDLINE_ENV).is_some();
+    let vm = std::process::id() == 1 && !explicit;
+
+    let options = if vm {
         init::early();
         vm_options()
     } else {
@@ -79,8 +84,8 @@ fn main() {
 
     net::configure(&args, options.resolv_conf.as_deref());
 
-    let code = app::run(&args.app_args, &args.env, pid1);
-    if pid1 {
+    let code = app::run(&args.app_args, &args.env, vm);
+    if vm {
         init::power_off();
     }
     std::process::exit(code);
@@ -109,7 +114,10 @@ fn cli_options(mut argv: impl Iterator<Item = String>) -> Result<Options, String
                 ))
             }
             "-h" | "--help" => {
-                println!("{USAGE}");
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stdout(),
+                    format!("{USAGE}\n").as_bytes(),
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument '{other}'")),
