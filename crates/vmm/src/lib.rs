@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use weft_model::MacAddr;
 
+mod process;
 pub mod qemu;
 
 /// One NIC of a guest: the host-side TAP device it attaches to and the MAC it shows.

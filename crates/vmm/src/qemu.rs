@@ -1,1 +1,276 @@
-//! The QEMU driver.
+//! The QEMU driver: one `qemu-system-x86_64` process per guest, booting the image's kernel
+//! directly, with KVM where the host can use it and TCG emulation elsewhere.
+//!
+//! Each guest keeps its files in its run directory: `console.log` (the serial console),
+//! `qemu.log` (QEMU's own messages), `qmp.sock`, `agent.sock` (the virtio-serial port
+//! [`AGENT_PORT`] for the guest agent) and `qemu.pid`.
+//!
+//! QEMU runs in a process group of its own: a Ctrl-C on weftd's terminal signals the
+//! terminal's foreground group, and that must not take the guests down with weftd. Guests
+//! outlive weftd on purpose; a restarted weftd finds them again by pid, and [`Driver::stop`]
+//! works from the pid alone.
+
+mod args;
+mod config;
+mod qmp;
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+pub use args::AGENT_PORT;
+pub use config::{Accel, QemuConfig};
+
+use crate::process::{self, Ended};
+use crate::{Driver, DriverError, GuestSpec, RunningGuest};
+use args::RunFiles;
+use config::HostVirt;
+
+/// How long QEMU gets to come up (answer QMP) or fail. It normally takes a fraction of a
+/// second; past this bound a QEMU that still runs is taken as started.
+const START_BOUND: Duration = Duration::from_secs(3);
+/// How long a QEMU that died while its QMP socket failed gets to report its exit.
+const EXIT_REPORT_BOUND: Duration = Duration::from_millis(500);
+/// How long a killed QEMU gets to disappear.
+const KILL_BOUND: Duration = Duration::from_secs(5);
+/// How much of the end of `qemu.log` an early exit reports.
+const LOG_TAIL_BYTES: u64 = 2048;
+
+pub struct QemuDriver {
+    config: QemuConfig,
+    /// `Kvm` or `Tcg`, never `Auto`.
+    accel: Accel,
+}
+
+impl QemuDriver {
+    /// Resolves `Accel::Auto` against this host once, here.
+    pub fn new(config: QemuConfig) -> Self {
+        let host = HostVirt::probe();
+        let accel = config::resolve_accel(config.accel, host);
+        info!(
+            accel = accel.qemu_name(),
+            requested = ?config.accel,
+            kvm_device = host.kvm_device,
+            cpu_extensions = host.cpu_extensions,
+            "QEMU guests will run with {}",
+            accel.qemu_name()
+        );
+        if accel == Accel::Kvm && !host.kvm_usable() {
+            warn!(
+                kvm_device = host.kvm_device,
+                cpu_extensions = host.cpu_extensions,
+                "KVM is configured but this host does not look able to run KVM guests"
+            );
+        }
+        QemuDriver { config, accel }
+    }
+
+    /// The accelerator guests run with: `Kvm` or `Tcg`.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    pub fn config(&self) -> &QemuConfig {
+        &self.config
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for QemuDriver {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    async fn start(&self, spec: &GuestSpec) -> Result<RunningGuest, DriverError> {
+        args::validate(spec)?;
+        let files = RunFiles::new(&spec.run_dir);
+
+        // Leftovers of an earlier boot would be mistaken for this one's.
+        for stale in [&files.qmp_socket, &files.agent_socket, &files.pidfile] {
+            remove_if_present(stale)?;
+        }
+        let log = File::create(&files.qemu_log)?;
+        let log_err = log.try_clone()?;
+
+        let argv = args::build(&self.config.machine, self.accel, spec);
+        debug!(instance = %spec.id, args = ?argv, "starting QEMU");
+        let mut child = tokio::process::Command::new(&self.config.binary)
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|err| {
+                DriverError::Spawn(format!(
+                    "cannot run {}: {err}",
+                    self.config.binary.display()
+                ))
+            })?;
+        let pid = child
+            .id()
+            .ok_or_else(|| DriverError::Spawn("QEMU exited before its pid was read".into()))?;
+
+        let (exit_tx, mut exit_rx) = oneshot::channel();
+        let instance = spec.id.clone();
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(status) => process::exit_code(status),
+                Err(err) => {
+                    warn!(instance, pid, error = %err, "cannot wait for QEMU");
+                    -1
+                }
+            };
+            debug!(instance, pid, code, "QEMU exited");
+            let _ = exit_tx.send(code);
+        });
+
+        let ready = tokio::select! {
+            code = &mut exit_rx => return Err(early_exit(code.unwrap_or(-1), &files.qemu_log)),
+            ready = qmp::wait_ready(&files.qmp_socket, START_BOUND) => ready,
+        };
+        if let Err(err) = ready {
+            // A QEMU that is going down closes its socket first: tell that from a slow one.
+            if let Ok(code) = tokio::time::timeout(EXIT_REPORT_BOUND, &mut exit_rx).await {
+                return Err(early_exit(code.unwrap_or(-1), &files.qemu_log));
+            }
+            warn!(instance = %spec.id, pid, error = %err, "QEMU runs but did not answer QMP");
+        }
+
+        info!(instance = %spec.id, pid, accel = self.accel.qemu_name(), "guest started");
+        Ok(RunningGuest {
+            pid,
+            exited: exit_rx,
+        })
+    }
+
+    async fn stop(&self, spec: &GuestSpec, pid: u32, grace: Duration) -> Result<(), DriverError> {
+        // QEMU ends cleanly on SIGTERM: it stops the guest and releases TAP devices and
+        // sockets. QMP `quit` would do the same, but needs a socket that may be gone.
+        let name = args::process_name(&spec.id);
+        let ended = process::terminate(pid, &name, libc::SIGTERM, grace, KILL_BOUND)
+            .await
+            .map_err(|err| DriverError::Stop(format!("process {pid}: {err}")))?;
+        match ended {
+            Ended::AlreadyGone => debug!(instance = %spec.id, pid, "guest was already gone"),
+            Ended::Politely => debug!(instance = %spec.id, pid, "guest stopped"),
+            Ended::Killed => warn!(
+                instance = %spec.id,
+                pid,
+                grace_ms = grace.as_millis() as u64,
+                "QEMU ignored SIGTERM and was killed"
+            ),
+        }
+        Ok(())
+    }
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
+}
+
+fn early_exit(code: i32, qemu_log: &Path) -> DriverError {
+    let detail = log_tail(qemu_log).unwrap_or_default();
+    let detail = if detail.is_empty() {
+        "QEMU wrote no message".to_string()
+    } else {
+        detail
+    };
+    DriverError::EarlyExit { code, detail }
+}
+
+/// The last lines of `qemu.log`, joined into one line.
+fn log_tail(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(LOG_TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+
+    let text = String::from_utf8_lossy(&bytes);
+    // A tail that starts mid-line drops that partial line.
+    let text = if start > 0 {
+        text.split_once('\n').map_or("", |(_, rest)| rest)
+    } else {
+        &text
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    Ok(lines.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_exit_reports_the_log_tail() {
+        let path = std::env::temp_dir().join(format!("weft-qemu-log-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "qemu-system-x86_64: -netdev tap,id=nic0: could not configure /dev/net/tun \
+             (t0): Device or resource busy\n\n",
+        )
+        .unwrap();
+        let err = early_exit(1, &path);
+        assert_eq!(
+            err.to_string(),
+            "the guest exited during boot with code 1: qemu-system-x86_64: -netdev \
+             tap,id=nic0: could not configure /dev/net/tun (t0): Device or resource busy"
+        );
+
+        let long: String = (0..500).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, long).unwrap();
+        let tail = log_tail(&path).unwrap();
+        assert!(tail.ends_with("line 499"));
+        assert!(tail.len() <= 2 * LOG_TAIL_BYTES as usize);
+        assert!(tail.starts_with("line "), "{tail}");
+
+        std::fs::write(&path, "").unwrap();
+        assert!(early_exit(1, &path)
+            .to_string()
+            .ends_with("QEMU wrote no message"));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn missing_binary_is_a_spawn_error() {
+        let dir = std::env::temp_dir().join(format!("weft-qemu-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("kernel"), b"k").unwrap();
+        let driver = QemuDriver::new(QemuConfig {
+            binary: "weft-no-such-qemu".into(),
+            accel: Accel::Tcg,
+            machine: "pc".into(),
+        });
+        let spec = GuestSpec {
+            id: "i1".into(),
+            kernel: dir.join("kernel"),
+            initrd: None,
+            cmdline: String::new(),
+            memory_mb: 64,
+            vcpus: 1,
+            nics: vec![],
+            run_dir: dir.clone(),
+        };
+        let err = driver.start(&spec).await.err().expect("no such binary");
+        assert!(
+            err.to_string().contains("cannot run weft-no-such-qemu"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
