@@ -117,10 +117,24 @@ impl Driver for QemuDriver {
             .id()
             .ok_or_else(|| DriverError::Spawn("QEMU exited before its pid was read".into()))?;
 
+        // The waiter owns the child. Until `start` sends `keep`, QEMU is on probation: if
+        // `start` is abandoned half-way (its future dropped), the waiter kills it, so that no
+        // guest runs that nobody knows the pid of.
+        let (keep_tx, keep_rx) = oneshot::channel::<()>();
         let (exit_tx, mut exit_rx) = oneshot::channel();
         let instance = spec.id.clone();
         tokio::spawn(async move {
-            let code = match child.wait().await {
+            let status = tokio::select! {
+                status = child.wait() => status,
+                kept = keep_rx => {
+                    if kept.is_err() {
+                        warn!(instance, pid, "start was abandoned: killing QEMU");
+                        let _ = child.start_kill();
+                    }
+                    child.wait().await
+                }
+            };
+            let code = match status {
                 Ok(status) => process::exit_code(status),
                 Err(err) => {
                     warn!(instance, pid, error = %err, "cannot wait for QEMU");
@@ -132,17 +146,28 @@ impl Driver for QemuDriver {
         });
 
         let ready = tokio::select! {
-            code = &mut exit_rx => return Err(early_exit(code.unwrap_or(-1), &files.qemu_log)),
-            ready = qmp::wait_ready(&files.qmp_socket, START_BOUND) => ready,
+            code = &mut exit_rx => Err(code),
+            ready = qmp::wait_ready(&files.qmp_socket, START_BOUND) => Ok(ready),
         };
-        if let Err(err) = ready {
-            // A QEMU that is going down closes its socket first: tell that from a slow one.
-            if let Ok(code) = tokio::time::timeout(EXIT_REPORT_BOUND, &mut exit_rx).await {
-                return Err(early_exit(code.unwrap_or(-1), &files.qemu_log));
+        let exited = match ready {
+            Ok(Ok(())) => None,
+            Err(code) => Some(code),
+            Ok(Err(err)) => {
+                // A QEMU that is going down closes its socket first: tell that from a slow one.
+                let code = tokio::time::timeout(EXIT_REPORT_BOUND, &mut exit_rx)
+                    .await
+                    .ok();
+                if code.is_none() {
+                    warn!(instance = %spec.id, pid, error = %err, "QEMU runs but did not answer QMP");
+                }
+                code
             }
-            warn!(instance = %spec.id, pid, error = %err, "QEMU runs but did not answer QMP");
+        };
+        if let Some(code) = exited {
+            return Err(early_exit(code.unwrap_or(-1), &files.qemu_log));
         }
 
+        let _ = keep_tx.send(());
         info!(instance = %spec.id, pid, accel = self.accel.qemu_name(), "guest started");
         Ok(RunningGuest {
             pid,
