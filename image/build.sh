@@ -71,7 +71,12 @@ fetch_kernel() {
     deb="$(find "$work/debs" -maxdepth 1 -name "${kernel_pkg}_*.deb" | sort | tail -n 1)"
     if [[ -z "$deb" ]]; then
         say "downloading $kernel_pkg"
-        (cd "$work/debs" && apt-get download -qq "$kernel_pkg" 2>/dev/null)
+        # As root apt warns that it cannot drop privileges for the download: keep that quiet,
+        # but show everything when the download fails.
+        if ! (cd "$work/debs" && apt-get download -qq "$kernel_pkg") 2>"$work/download.err"; then
+            cat "$work/download.err" >&2
+            die "apt-get download $kernel_pkg failed"
+        fi
         deb="$(find "$work/debs" -maxdepth 1 -name "${kernel_pkg}_*.deb" | sort | tail -n 1)"
         [[ -n "$deb" ]] || die "apt-get download $kernel_pkg produced no package"
     else
@@ -176,20 +181,23 @@ EOF
 </html>
 EOF
 
-    local moddir="lib/modules/$kver" rel load="$rootfs/lib/modules/weft-load"
+    local moddir="lib/modules/$kver" rel modules load="$rootfs/lib/modules/weft-load"
+    modules="$(resolve_modules)" || die "cannot resolve the modules ${wanted_modules[*]}"
     : >"$load"
     while read -r rel; do
         [[ "$rel" == *.ko ]] || die "module $rel is compressed; only plain .ko is supported"
         mkdir -p "$rootfs/$moddir/$(dirname "$rel")"
         cp "$kernel_root/$moddir/$rel" "$rootfs/$moddir/$rel"
         echo "/$moddir/$rel" >>"$load"
-    done < <(resolve_modules)
+    done <<<"$modules"
     say "modules: $(xargs -n1 basename <"$load" | tr '\n' ' ')"
 }
 
 pack() {
     mkdir -p "$out"
     local tmp="$out/.initrd.tmp"
+    # Fixed times and order: the same inputs give the same initrd.
+    find "$rootfs" -exec touch -h -d @0 {} +
     (cd "$rootfs" && find . -mindepth 1 -print0 | LC_ALL=C sort -z \
         | cpio --null --create --format=newc --owner=0:0 --reproducible --quiet) \
         | gzip -9 -n >"$tmp"
