@@ -60,8 +60,8 @@ fn qemu_instance_with_pool_and_own_interfaces() {
 
 fn scenario(topo: &Topology, weftd: &mut Weftd) {
     let api = weftd.api.clone();
-    let app = "wget -q -T 5 -O - http://192.0.2.1:8000/ || echo internet unreachable; \
-               exec httpd -f -p 8080 -h /www";
+    let app = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 192.0.2.1 8000 \
+               || echo internet unreachable; exec httpd -f -p 8080 -h /www";
     let (code, body) = api.post(
         "/v1/instances",
         &json!({
