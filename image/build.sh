@@ -38,8 +38,9 @@ install_tools() {
     for tool in busybox cpio gzip apt-get dpkg-deb depmod cargo; do
         command -v "$tool" >/dev/null || die "$tool is missing"
     done
-    [[ -x /bin/busybox ]] && file -L /bin/busybox | grep -q 'statically linked' \
-        || die "/bin/busybox is not the static busybox (install busybox-static)"
+    if ! file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; then
+        die "/bin/busybox is not the static busybox (install busybox-static)"
+    fi
 }
 
 build_guest() {

@@ -33,7 +33,8 @@ cleanup() {
     fi
     ip netns del "$ns" 2>/dev/null || true
     if [[ -n "${WEFT_SMOKE_LOGS:-}" ]]; then
-        mkdir -p "$WEFT_SMOKE_LOGS" && cp "$tmp"/*.log "$WEFT_SMOKE_LOGS"/ 2>/dev/null || true
+        mkdir -p "$WEFT_SMOKE_LOGS"
+        cp "$tmp"/*.log "$WEFT_SMOKE_LOGS"/ 2>/dev/null || true
     fi
     rm -rf "$tmp"
 }
@@ -155,6 +156,8 @@ qemu_pid=""
 
 # 2. Environment, exit code and power off, with no NIC at all.
 log2="$tmp/console-exit.log"
+# $GREETING is for the guest's shell to expand.
+# shellcheck disable=SC2016
 boot "$log2" 'console=ttyS0 panic=-1 quiet env.vars=[ "GREETING=hello weft" ] -- /bin/sh -c "echo greeting=$GREETING; exit 3"' \
     -nic none
 if wait "$qemu_pid"; then
