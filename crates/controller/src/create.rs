@@ -92,7 +92,7 @@ impl Controller {
         }
         Ok(Checked {
             image: image_ref.as_str().to_string(),
-            _kernel: image.kernel,
+            default_args: image.default_args,
             memory_mb,
             vcpus,
             planned,
@@ -217,7 +217,10 @@ impl Controller {
                 State::Stopped
             },
             image: checked.image,
-            args: req.args.unwrap_or_default(),
+            args: match req.args {
+                Some(args) if !args.is_empty() => args,
+                _ => checked.default_args,
+            },
             env: req.env.unwrap_or_default(),
             memory_mb: checked.memory_mb,
             vcpus: checked.vcpus,
@@ -369,7 +372,7 @@ impl Controller {
 
 struct Checked {
     image: String,
-    _kernel: std::path::PathBuf,
+    default_args: Vec<String>,
     memory_mb: u32,
     vcpus: u32,
     planned: Vec<PlannedInterface>,

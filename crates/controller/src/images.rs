@@ -1,4 +1,5 @@
-//! Images: a kernel and an optional initrd in `<images_dir>/<name>/`.
+//! Images: a kernel, an optional initrd and optional default args in `<images_dir>/<name>/`
+//! (`kernel`, `initrd`, and `image.toml` with `default_args = [...]`).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,14 @@ use crate::error::Error;
 pub struct Image {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
+    /// The app's args when an instance gives none.
+    pub default_args: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ImageToml {
+    #[serde(default)]
+    default_args: Vec<String>,
 }
 
 /// Finds an image by the name the API was given: `base`, `base:latest`, `team/app:v2`. The
@@ -46,9 +55,19 @@ pub fn resolve(images_dir: &Path, reference: &str) -> Result<Image, Error> {
         )));
     }
     let initrd = dir.join("initrd");
+    let default_args = match std::fs::read_to_string(dir.join("image.toml")) {
+        Ok(text) => {
+            let parsed: ImageToml = toml::from_str(&text).map_err(|e| {
+                Error::internal(format!("image '{reference}' has a bad image.toml: {e}"))
+            })?;
+            parsed.default_args
+        }
+        Err(_) => Vec::new(),
+    };
     Ok(Image {
         kernel,
         initrd: initrd.is_file().then_some(initrd),
+        default_args,
     })
 }
 
@@ -63,14 +82,22 @@ mod tests {
         std::fs::write(dir.join("base/kernel"), b"k").unwrap();
 
         let image = resolve(&dir, "base:latest").unwrap();
+        let expected = Image {
+            kernel: dir.join("base/kernel"),
+            initrd: None,
+            default_args: vec![],
+        };
+        assert_eq!(image, expected);
+        assert_eq!(resolve(&dir, "base").unwrap(), expected);
+        std::fs::write(
+            dir.join("base/image.toml"),
+            "default_args = [\"/bin/app\", \"-v\"]\n",
+        )
+        .unwrap();
         assert_eq!(
-            image,
-            Image {
-                kernel: dir.join("base/kernel"),
-                initrd: None
-            }
+            resolve(&dir, "base").unwrap().default_args,
+            ["/bin/app", "-v"]
         );
-        assert_eq!(resolve(&dir, "base").unwrap(), image);
         assert_eq!(
             resolve(&dir, "nope").unwrap_err().code,
             crate::Code::NotFound
