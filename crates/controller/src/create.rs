@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use weft_hostnet::DeviceKind;
 use weft_model::bootargs::representable;
+use weft_model::bootargs::BootArgsError;
 use weft_model::names::{check_name, fallback_interface_name, generated_interface_name};
-use weft_model::MacAddr;
+use weft_model::{BootArgs, Ipv4Cidr, MacAddr, NetdevConfig};
 use weft_store::{Instance, Interface, State};
 
 use crate::error::{texts, Error};
@@ -84,6 +85,8 @@ impl Controller {
         let planned = plan::plan_interfaces(req.network_interfaces.as_deref(), &rules)?;
         let gateway = plan::parse_override("gateway", req.gateway.as_deref())?;
         let nameserver = plan::parse_override("nameserver", req.nameserver.as_deref())?;
+
+        check_boot_args_fit(req, &planned, &image.default_args)?;
 
         for (i, iface) in planned.iter().enumerate() {
             if let Source::Own { tap, .. } = &iface.source {
@@ -416,6 +419,46 @@ fn refuse_unsupported(req: &CreateRequest) -> Result<(), Error> {
         ))),
         None => Ok(()),
     }
+}
+
+/// Renders the boot arguments with the longest network entries possible, so that a request
+/// whose args and env could not reach the guest is refused before anything is claimed.
+fn check_boot_args_fit(
+    req: &CreateRequest,
+    planned: &[PlannedInterface],
+    default_args: &[String],
+) -> Result<(), Error> {
+    let widest = std::net::Ipv4Addr::new(255, 255, 255, 255);
+    let args = BootArgs {
+        netdevs: planned
+            .iter()
+            .map(|_| {
+                Some(NetdevConfig {
+                    cidr: Some(Ipv4Cidr::new(widest, 32).expect("valid")),
+                    gateway: Some(widest),
+                    nameserver: Some(widest),
+                })
+            })
+            .collect(),
+        macs: planned.iter().map(|_| MacAddr([0xff; 6])).collect(),
+        env: req
+            .env
+            .iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        app_args: match &req.args {
+            Some(args) if !args.is_empty() => args.clone(),
+            _ => default_args.to_vec(),
+        },
+    };
+    args.render().map(|_| ()).map_err(|e| {
+        let field = match e {
+            BootArgsError::TooManyEnv(_) => "env",
+            _ => "args",
+        };
+        Error::bad_request(format!("Invalid {field}: {e}"))
+    })
 }
 
 fn check_args_env(req: &CreateRequest) -> Result<(), Error> {

@@ -34,8 +34,22 @@ pub struct BootArgs {
     pub app_args: Vec<String>,
 }
 
+/// The Linux kernel hands every word after `--` (and a few before) to init as an argument
+/// and every `K=V` word as an environment variable, 32 of each at most (counting its own),
+/// and panics at boot beyond that. These limits keep a margin below.
+pub const MAX_APP_ARGS: usize = 28;
+pub const MAX_ENV: usize = 28;
+/// The kernel's command line holds 2048 bytes on x86; drivers prepend their own options.
+pub const MAX_LEN: usize = 1900;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BootArgsError {
+    #[error("{0} arguments do not fit on a boot command line (at most {MAX_APP_ARGS})")]
+    TooManyArgs(usize),
+    #[error("{0} environment variables do not fit on a boot command line (at most {MAX_ENV})")]
+    TooManyEnv(usize),
+    #[error("the boot command line would be {0} bytes long (at most {MAX_LEN})")]
+    TooLong(usize),
     #[error("'{0}' cannot be passed on a boot command line: it holds a double quote or a control character")]
     Unrepresentable(String),
     #[error("bad netdev.ip entry '{0}'")]
@@ -62,6 +76,12 @@ fn quote(out: &mut String, value: &str) {
 impl BootArgs {
     /// Renders the command line. Fails when an env entry or argument cannot be represented.
     pub fn render(&self) -> Result<String, BootArgsError> {
+        if self.app_args.len() > MAX_APP_ARGS {
+            return Err(BootArgsError::TooManyArgs(self.app_args.len()));
+        }
+        if self.env.len() > MAX_ENV {
+            return Err(BootArgsError::TooManyEnv(self.env.len()));
+        }
         for value in self.env.iter().chain(&self.app_args) {
             if !representable(value) {
                 return Err(BootArgsError::Unrepresentable(value.clone()));
@@ -95,6 +115,9 @@ impl BootArgs {
         for arg in &self.app_args {
             out.push(' ');
             quote(&mut out, arg);
+        }
+        if out.len() > MAX_LEN {
+            return Err(BootArgsError::TooLong(out.len()));
         }
         Ok(out)
     }
@@ -254,6 +277,23 @@ mod tests {
             args.render(),
             Err(BootArgsError::Unrepresentable(_))
         ));
+    }
+
+    #[test]
+    fn refuses_what_the_kernel_cannot_take() {
+        let mut args = sample();
+        args.app_args = vec!["x".into(); MAX_APP_ARGS + 1];
+        assert_eq!(
+            args.render(),
+            Err(BootArgsError::TooManyArgs(MAX_APP_ARGS + 1))
+        );
+        args.app_args = vec!["x".into(); MAX_APP_ARGS];
+        assert!(args.render().is_ok());
+        args.env = vec!["A=1".into(); MAX_ENV + 1];
+        assert_eq!(args.render(), Err(BootArgsError::TooManyEnv(MAX_ENV + 1)));
+        args.env.clear();
+        args.app_args = vec!["y".repeat(MAX_LEN)];
+        assert!(matches!(args.render(), Err(BootArgsError::TooLong(_))));
     }
 
     #[test]

@@ -138,6 +138,24 @@ fn bad_create_requests_are_refused_and_change_nothing() {
             "Invalid gateway '10.0.0'",
         ),
         ("bad name", create(json!({"name": "a b"})).to_string(), 400, "Invalid name 'a b'"),
+        (
+            "too many args for a boot command line",
+            create(json!({"args": vec!["x"; 40]})).to_string(),
+            400,
+            "Invalid args: 40 arguments do not fit",
+        ),
+        (
+            "an argument with a double quote",
+            create(json!({"args": ["/bin/sh", "-c", "echo \"hi\""]})).to_string(),
+            400,
+            "Invalid args[2]",
+        ),
+        (
+            "a bad env key",
+            create(json!({"env": {"A B": "1"}})).to_string(),
+            400,
+            "Invalid env key \"A B\"",
+        ),
         ("unknown image", json!({"image": "nope"}).to_string(), 404, "image 'nope' not found"),
         ("image path", json!({"image": "../x"}).to_string(), 400, "Invalid image '../x'"),
     ];
