@@ -16,17 +16,21 @@ use crate::error::{texts, Error};
 use crate::plan::{self, NetFacts, PlannedInterface, PoolRules, Source};
 use crate::pools::Lease;
 use crate::request::CreateRequest;
+use crate::sources::inherit;
 use crate::{images, Account, Controller, Record};
 
-const MEMORY_MB: (u32, u32) = (16, 65536);
-const VCPUS: (u32, u32) = (1, 64);
+pub(crate) const MEMORY_MB: (u32, u32) = (16, 65536);
+pub(crate) const VCPUS: (u32, u32) = (1, 64);
 
 impl Controller {
     pub async fn create(
         self: &Arc<Self>,
         account: &Account,
-        req: CreateRequest,
+        mut req: CreateRequest,
     ) -> Result<Record, Error> {
+        if let Some(source) = self.clone_source(account, &req).await? {
+            inherit(&mut req, &source);
+        }
         let checked = self.check(account, &req).await?;
         let (record, leases) = self.claim(account, req, checked).await?;
 
@@ -157,6 +161,8 @@ impl Controller {
         let iface_names = self
             .interface_names(account, &name, &checked.planned)
             .await?;
+        self.check_relays(account, &iface_names, &checked.planned)
+            .await?;
         for (i, iface) in checked.planned.iter().enumerate() {
             if let Source::Own { tap, .. } = &iface.source {
                 if self.store.interface_on_tap(tap).await?.is_some() {
@@ -240,6 +246,7 @@ impl Controller {
             self.release(&leases);
             return Err(e.into());
         }
+        self.notify();
         tracing::info!(instance = %instance.name, uuid = %uuid, interfaces = interfaces.len(), "instance created");
         Ok((
             Record {
@@ -367,6 +374,7 @@ impl Controller {
         if let Err(e) = self.store.delete_instance(uuid).await {
             tracing::error!(uuid = %uuid, error = %e, "undoing store write");
         }
+        self.notify();
         self.release(leases);
         let _ = std::fs::remove_dir_all(self.run_dir(uuid));
         self.forget_op_lock(uuid);
@@ -391,7 +399,7 @@ pub(crate) fn net_facts(iface: &Interface) -> NetFacts {
     }
 }
 
-fn in_range(field: &str, value: u32, (min, max): (u32, u32)) -> Result<u32, Error> {
+pub(crate) fn in_range(field: &str, value: u32, (min, max): (u32, u32)) -> Result<u32, Error> {
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
@@ -404,9 +412,6 @@ fn in_range(field: &str, value: u32, (min, max): (u32, u32)) -> Result<u32, Erro
 fn refuse_unsupported(req: &CreateRequest) -> Result<(), Error> {
     let unsupported = [
         ("service_group", req.service_group.is_some()),
-        ("template", req.template.is_some()),
-        ("branch_from", req.branch_from.is_some()),
-        ("checkpoint", req.checkpoint.is_some()),
         ("timeout_s", req.timeout_s.is_some()),
         (
             "features",
@@ -461,7 +466,7 @@ fn check_boot_args_fit(
     })
 }
 
-fn check_args_env(req: &CreateRequest) -> Result<(), Error> {
+pub(crate) fn check_args_env(req: &CreateRequest) -> Result<(), Error> {
     for (i, arg) in req.args.iter().flatten().enumerate() {
         if !representable(arg) {
             return Err(Error::bad_request(format!(

@@ -10,6 +10,7 @@ pub enum Code {
     Forbidden,
     NotFound,
     Conflict,
+    Timeout,
     Internal,
 }
 
@@ -21,6 +22,7 @@ impl Code {
             Code::Forbidden => 403,
             Code::NotFound => 404,
             Code::Conflict => 409,
+            Code::Timeout => 408,
             Code::Internal => 500,
         }
     }

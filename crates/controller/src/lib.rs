@@ -7,9 +7,13 @@ mod create;
 mod error;
 pub mod images;
 mod lifecycle;
+pub mod patch;
 pub mod plan;
 pub mod pools;
 pub mod request;
+mod sources;
+mod templates;
+pub mod wait;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -48,6 +52,8 @@ pub struct Controller {
     reserve: tokio::sync::Mutex<()>,
     /// One lock per instance, so that start, stop and delete of it do not interleave.
     ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Counts state changes; waiters watch it instead of polling the store.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Controller {
@@ -80,6 +86,7 @@ impl Controller {
             pools: Mutex::new(pools),
             reserve: tokio::sync::Mutex::new(()),
             ops: Mutex::new(HashMap::new()),
+            changes: tokio::sync::watch::Sender::new(0),
         });
         controller.recover().await?;
         Ok(controller)
@@ -131,6 +138,34 @@ impl Controller {
     fn op_lock(&self, uuid: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut ops = self.ops.lock().expect("ops lock");
         ops.entry(uuid.to_string()).or_default().clone()
+    }
+
+    /// Tells waiters that some instance changed.
+    pub(crate) fn notify(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(crate) async fn set_state(
+        &self,
+        uuid: &str,
+        state: weft_store::State,
+        pid: Option<u32>,
+        exit_code: Option<i32>,
+    ) -> Result<(), weft_store::StoreError> {
+        self.store.set_state(uuid, state, pid, exit_code).await?;
+        self.notify();
+        Ok(())
+    }
+
+    pub(crate) async fn record_exit(
+        &self,
+        uuid: &str,
+        pid: u32,
+        exit_code: Option<i32>,
+    ) -> Result<bool, weft_store::StoreError> {
+        let applied = self.store.record_exit(uuid, pid, exit_code).await?;
+        self.notify();
+        Ok(applied)
     }
 
     fn forget_op_lock(&self, uuid: &str) {

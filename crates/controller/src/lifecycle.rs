@@ -125,21 +125,16 @@ impl Controller {
         std::fs::create_dir_all(&spec.run_dir).map_err(|e| Error::step("run directory", e))?;
 
         let started = Instant::now();
-        self.store
-            .set_state(&uuid, State::Starting, None, None)
-            .await?;
+        self.set_state(&uuid, State::Starting, None, None).await?;
         let guest = match self.driver.start(&spec).await {
             Ok(guest) => guest,
             Err(e) => {
-                self.store
-                    .set_state(&uuid, State::Stopped, None, None)
-                    .await?;
+                self.set_state(&uuid, State::Stopped, None, None).await?;
                 return Err(Error::step("guest start", e));
             }
         };
         let pid = guest.pid;
-        self.store
-            .set_state(&uuid, State::Running, Some(pid), None)
+        self.set_state(&uuid, State::Running, Some(pid), None)
             .await?;
         self.store
             .set_boot_time(&uuid, started.elapsed().as_micros() as u64)
@@ -155,7 +150,7 @@ impl Controller {
     }
 
     async fn guest_exited(&self, uuid: &str, pid: u32, code: Option<i32>) {
-        match self.store.record_exit(uuid, pid, code).await {
+        match self.record_exit(uuid, pid, code).await {
             Ok(true) => tracing::info!(uuid = %uuid, pid, code, "guest exited"),
             Ok(false) => {}
             Err(e) => tracing::error!(uuid = %uuid, error = %e, "recording guest exit"),
@@ -172,6 +167,12 @@ impl Controller {
         let _op = lock.lock().await;
 
         let record = self.find_by_uuid(&record.instance.uuid).await?;
+        if record.instance.state == State::Template {
+            return Err(Error::bad_request(format!(
+                "Instance '{}' is a template; create an instance from it with 'template'",
+                record.instance.name
+            )));
+        }
         if record.instance.state != State::Stopped {
             return Ok(record);
         }
@@ -195,23 +196,24 @@ impl Controller {
     /// Stops the guest of an instance, if it has one.
     async fn halt(&self, record: &Record) -> Result<(), Error> {
         let instance = &record.instance;
+        if instance.state == State::Template {
+            return Ok(());
+        }
         let Some(pid) = instance.pid else {
             if instance.state != State::Stopped {
-                self.store
-                    .set_state(&instance.uuid, State::Stopped, None, None)
+                self.set_state(&instance.uuid, State::Stopped, None, None)
                     .await?;
             }
             return Ok(());
         };
-        self.store
-            .set_state(&instance.uuid, State::Stopping, Some(pid), None)
+        self.set_state(&instance.uuid, State::Stopping, Some(pid), None)
             .await?;
         let spec = self.guest_spec(record)?;
         self.driver
             .stop(&spec, pid, STOP_GRACE)
             .await
             .map_err(|e| Error::step("guest stop", e))?;
-        self.store.record_exit(&instance.uuid, pid, None).await?;
+        self.record_exit(&instance.uuid, pid, None).await?;
         tracing::info!(instance = %instance.name, uuid = %instance.uuid, "guest stopped");
         Ok(())
     }
@@ -244,6 +246,36 @@ impl Controller {
         self.forget_op_lock(&uuid);
         tracing::info!(instance = %record.instance.name, uuid = %uuid, "instance deleted");
         Ok(record)
+    }
+
+    /// Refuses to remove an instance whose interfaces relay live instances' traffic (R11),
+    /// naming them.
+    pub(crate) async fn refuse_relay_in_use(
+        &self,
+        record: &Record,
+        what: &str,
+    ) -> Result<(), Error> {
+        let mut clients = Vec::new();
+        for iface in &record.interfaces {
+            for (client, instance) in self
+                .store
+                .relay_clients(&record.instance.account, &iface.name)
+                .await?
+            {
+                clients.push(format!(
+                    "'{client}' (instance '{instance}') through '{}'",
+                    iface.name
+                ));
+            }
+        }
+        if clients.is_empty() {
+            return Ok(());
+        }
+        Err(Error::conflict(format!(
+            "Instance '{}' cannot be {what}: it is the relay of {}",
+            record.instance.name,
+            clients.join(", ")
+        )))
     }
 
     pub async fn log(
@@ -302,8 +334,7 @@ impl Controller {
             }
             let Some(pid) = record.instance.pid else {
                 if record.instance.state != State::Stopped {
-                    self.store
-                        .set_state(&record.instance.uuid, State::Stopped, None, None)
+                    self.set_state(&record.instance.uuid, State::Stopped, None, None)
                         .await?;
                 }
                 continue;
@@ -313,9 +344,7 @@ impl Controller {
                 let this = Arc::clone(self);
                 tokio::spawn(async move { this.watch_adopted(record.instance.uuid, pid).await });
             } else {
-                self.store
-                    .record_exit(&record.instance.uuid, pid, None)
-                    .await?;
+                self.record_exit(&record.instance.uuid, pid, None).await?;
             }
         }
         Ok(())

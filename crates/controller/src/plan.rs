@@ -102,11 +102,21 @@ pub fn plan_interfaces(
         };
 
         if let Some(relay) = &req.relay {
-            return Err(Error::bad_request(format!(
-                "{} '{}': relaying is not available in this version of weft",
-                field("relay"),
-                relay.name
-            )));
+            check_name(&relay.name).map_err(|e| {
+                Error::bad_request(format!(
+                    "Invalid {} '{}': it {e}",
+                    field("relay.name"),
+                    relay.name
+                ))
+            })?;
+            if matches!(source, Source::Own { .. }) {
+                return Err(Error::bad_request(format!(
+                    "{} '{}': relaying an interface on an own TAP device is not available in \
+                     this version of weft",
+                    field("relay"),
+                    relay.name
+                )));
+            }
         }
 
         planned.push(PlannedInterface {

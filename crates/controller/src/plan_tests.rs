@@ -185,3 +185,22 @@ fn guest_is_told_one_gateway_and_nothing_without_autoconfig() {
     assert_eq!(cfgs[0].as_ref().unwrap().gateway, ip("192.0.2.1"));
     assert_eq!(cfgs[1].as_ref().unwrap().gateway, None);
 }
+
+#[test]
+fn relay_names_are_checked_and_default_to_relaying_dns() {
+    let relayed = |name: &str| InterfaceRequest {
+        relay: Some(RelayRequest {
+            name: name.into(),
+            relay_dns: None,
+        }),
+        ..Default::default()
+    };
+    let plan = plan_interfaces(Some(&[relayed("shield-eth0")]), &pool()).unwrap();
+    assert_eq!(plan[0].relay.as_ref().unwrap().name, "shield-eth0");
+    assert!(refusal(&[relayed("bad name")]).contains("network_interfaces[0].relay.name 'bad name'"));
+    let own = InterfaceRequest {
+        relay: relayed("shield-eth0").relay,
+        ..iface(Some("172.30.5.2/24"), Some("custtap0"))
+    };
+    assert!(refusal(&[own]).contains("own TAP device"));
+}

@@ -254,6 +254,60 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// The interfaces of the account that use the interface `relay` as their relay, with the
+    /// names of their instances.
+    pub async fn relay_clients(
+        &self,
+        account: &str,
+        relay: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT i.name, inst.name FROM interfaces i JOIN instances inst ON i.instance = inst.uuid \
+             WHERE i.account = ? AND i.relay_name = ? ORDER BY inst.name, i.idx",
+        )
+        .bind(account)
+        .bind(relay)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Turns a stopped instance into a template: it keeps image, args, env and sizes, and no
+    /// network configuration (R10).
+    pub async fn make_template(&self, uuid: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM interfaces WHERE instance = ?")
+            .bind(uuid)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE instances SET state = 'template', gateway = NULL, nameserver = NULL, \
+             pid = NULL, exit_code = NULL WHERE uuid = ?",
+        )
+        .bind(uuid)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Changes the mutable properties of an instance; they apply at its next start.
+    pub async fn update_config(&self, instance: &Instance) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE instances SET image = ?, args = ?, env = ?, memory_mb = ?, vcpus = ? \
+             WHERE uuid = ?",
+        )
+        .bind(&instance.image)
+        .bind(serde_json::to_string(&instance.args).expect("strings serialize"))
+        .bind(serde_json::to_string(&instance.env).expect("strings serialize"))
+        .bind(i64::from(instance.memory_mb))
+        .bind(i64::from(instance.vcpus))
+        .bind(&instance.uuid)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn set_boot_time(&self, uuid: &str, boot_time_us: u64) -> Result<(), StoreError> {
         sqlx::query("UPDATE instances SET boot_time_us = ? WHERE uuid = ?")
             .bind(boot_time_us as i64)

@@ -1,0 +1,86 @@
+//! PATCH: the mutable properties of an instance. They apply at its next start. The network
+//! configuration is set once at create and cannot be patched (R10).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::request::ImageRef;
+use crate::{images, Account, Controller, Record};
+
+/// `PATCH /v1/instances/{id}`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchRequest {
+    pub image: Option<ImageRef>,
+    pub args: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub memory_mb: Option<u32>,
+    pub vcpus: Option<u32>,
+    pub network_interfaces: Option<serde_json::Value>,
+    pub gateway: Option<serde_json::Value>,
+    pub nameserver: Option<serde_json::Value>,
+}
+
+pub mod members {
+    pub const PATCH: &[&str] = &["image", "args", "env", "memory_mb", "vcpus"];
+    pub const PATCH_NETWORK: &[&str] = &["network_interfaces", "gateway", "nameserver"];
+}
+
+impl Controller {
+    pub async fn patch(
+        &self,
+        account: &Account,
+        id: &str,
+        req: PatchRequest,
+    ) -> Result<Record, Error> {
+        let network = [
+            ("network_interfaces", req.network_interfaces.is_some()),
+            ("gateway", req.gateway.is_some()),
+            ("nameserver", req.nameserver.is_some()),
+        ];
+        if let Some((field, _)) = network.iter().find(|(_, given)| *given) {
+            if !account.is_net_manager() {
+                return Err(Error::bad_request(crate::texts::unknown_member(field)));
+            }
+            return Err(Error::bad_request(format!(
+                "'{field}' cannot be changed: the network configuration is set once when the \
+                 instance is created"
+            )));
+        }
+
+        let record = self.find(account, id).await?;
+        let lock = self.op_lock(&record.instance.uuid);
+        let _op = lock.lock().await;
+        let mut instance = self.find_by_uuid(&record.instance.uuid).await?.instance;
+
+        if let Some(image) = &req.image {
+            images::resolve(&self.config.images_dir, image.as_str())?;
+            instance.image = image.as_str().to_string();
+        }
+        let probe = crate::request::CreateRequest {
+            args: req.args.clone(),
+            env: req.env.clone(),
+            ..Default::default()
+        };
+        crate::create::check_args_env(&probe)?;
+        if let Some(args) = req.args {
+            instance.args = args;
+        }
+        if let Some(env) = req.env {
+            instance.env = env;
+        }
+        if let Some(memory_mb) = req.memory_mb {
+            instance.memory_mb =
+                crate::create::in_range("memory_mb", memory_mb, crate::create::MEMORY_MB)?;
+        }
+        if let Some(vcpus) = req.vcpus {
+            instance.vcpus = crate::create::in_range("vcpus", vcpus, crate::create::VCPUS)?;
+        }
+
+        self.store.update_config(&instance).await?;
+        self.notify();
+        self.find_by_uuid(&instance.uuid).await
+    }
+}
