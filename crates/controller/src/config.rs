@@ -24,6 +24,7 @@ pub struct Config {
     pub images_dir: PathBuf,
     pub driver: String,
     pub pool: PoolConfig,
+    pub dns: DnsConfig,
     #[serde(default)]
     pub qemu: weft_vmm::qemu::QemuConfig,
     #[serde(default)]
@@ -37,6 +38,37 @@ pub struct PoolConfig {
     pub tap_prefix: String,
     pub tap_count: u32,
     pub uplink: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    pub enabled: bool,
+    /// Upstream resolvers (`ip` or `ip:port`); empty means the host's /etc/resolv.conf.
+    pub upstream: Vec<String>,
+}
+
+impl DnsConfig {
+    /// The upstream resolvers to forward to, leaving out the gateway itself.
+    pub fn upstream_addrs(&self, gateway: Ipv4Addr) -> Result<Vec<SocketAddr>, ConfigError> {
+        if self.upstream.is_empty() {
+            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            return Ok(weft_dns::upstream_from_resolv_conf(&text, gateway));
+        }
+        self.upstream
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<SocketAddr>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "dns.upstream '{entry}' is not an address such as 192.0.2.53 or 192.0.2.53:53"
+                        ))
+                    })
+            })
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -126,6 +158,7 @@ impl Config {
                 pool.tap_prefix, pool.tap_count
             )));
         }
+        self.dns.upstream_addrs(self.pool_gateway())?;
         if self.driver != "qemu" {
             return Err(ConfigError::Invalid(format!(
                 "driver '{}' is not known; use \"qemu\"",

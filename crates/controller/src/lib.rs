@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod config;
 mod create;
+pub mod directory;
 mod error;
 pub mod images;
 mod lifecycle;

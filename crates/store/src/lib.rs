@@ -196,6 +196,19 @@ impl Store {
         row.map(rows::InterfaceRow::into_interface).transpose()
     }
 
+    /// The account whose pool interface has this address.
+    pub async fn account_of_pool_address(
+        &self,
+        addr: std::net::Ipv4Addr,
+    ) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT account FROM interfaces WHERE pool_addr = ?")
+                .bind(addr.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(account,)| account))
+    }
+
     /// The interface (of any account) attached to this TAP device.
     pub async fn interface_on_tap(&self, tap: &str) -> Result<Option<Interface>, StoreError> {
         let row =

@@ -55,7 +55,24 @@ async fn main() -> anyhow::Result<()> {
     let driver = Arc::new(QemuDriver::new(config.qemu.clone()));
     let listen = config.listen;
 
+    let dns = config.dns.clone();
+    let gateway = config.pool_gateway();
     let controller = Controller::start(config, store, hostnet, driver).await?;
+
+    if dns.enabled {
+        let resolver = weft_dns::Resolver::bind(
+            weft_dns::Config {
+                bind: std::net::SocketAddr::from((gateway, 53)),
+                upstream: dns.upstream_addrs(gateway)?,
+                timeout: std::time::Duration::from_secs(2),
+            },
+            Arc::new(weft_controller::directory::InstanceDirectory(Arc::clone(
+                &controller,
+            ))),
+        )
+        .await?;
+        tokio::spawn(resolver.run());
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
