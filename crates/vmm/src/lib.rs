@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use weft_model::MacAddr;
 
+mod logtail;
+pub mod netns;
 mod process;
 pub mod qemu;
 
@@ -65,6 +67,12 @@ pub trait Driver: Send + Sync {
     /// Stops the guest with process `pid`: politely first, then by force after `grace`.
     /// Returns once the process is gone. Stopping a guest that is already gone succeeds.
     async fn stop(&self, spec: &GuestSpec, pid: u32, grace: Duration) -> Result<(), DriverError>;
+
+    /// Whether guests boot the image's kernel. A driver that does not (netns) runs only the
+    /// image's `weft-guest` and app on the host's kernel, so an image needs no kernel for it.
+    fn boots_kernel(&self) -> bool {
+        true
+    }
 
     /// The path of the guest's console output (kernel, init and app).
     fn console_path(&self, spec: &GuestSpec) -> PathBuf {

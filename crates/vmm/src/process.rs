@@ -24,12 +24,12 @@ pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     }
 }
 
-/// Whether a NUL-separated command line (`/proc/<pid>/cmdline`) passes `-name <name>`, or
-/// `-name <name>,<options>`.
+/// Whether a NUL-separated command line (`/proc/<pid>/cmdline`) passes `-name <name>` or
+/// `--name <name>`, or `-name <name>,<options>`.
 pub(crate) fn cmdline_names(cmdline: &[u8], name: &str) -> bool {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     args.windows(2).any(|pair| {
-        pair[0] == b"-name"
+        (pair[0] == b"-name" || pair[0] == b"--name")
             && (pair[1] == name.as_bytes()
                 || pair[1]
                     .strip_prefix(name.as_bytes())
@@ -124,6 +124,19 @@ pub(crate) async fn terminate(
     grace: Duration,
     kill_bound: Duration,
 ) -> io::Result<Ended> {
+    terminate_with(pid, name, polite, grace, kill_bound, |_| Vec::new()).await
+}
+
+/// [`terminate`], killing also the processes `companions` picks when the grace has passed,
+/// just before the SIGKILL of `pid`; returns once all of them are gone.
+pub(crate) async fn terminate_with(
+    pid: u32,
+    name: &str,
+    polite: i32,
+    grace: Duration,
+    kill_bound: Duration,
+    companions: impl FnOnce(i32) -> Vec<Pidfd>,
+) -> io::Result<Ended> {
     let pid = i32::try_from(pid)
         .ok()
         .filter(|pid| *pid > 0)
@@ -156,14 +169,46 @@ pub(crate) async fn terminate(
         return Ok(Ended::Politely);
     }
 
+    let companions = companions(pid);
     process.signal(libc::SIGKILL)?;
-    if process.wait_exit(kill_bound).await {
-        return Ok(Ended::Killed);
+    for companion in &companions {
+        companion.signal(libc::SIGKILL)?;
     }
-    Err(io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("process {pid} still runs {kill_bound:?} after SIGKILL"),
-    ))
+    for waited in std::iter::once(&process).chain(&companions) {
+        if !waited.wait_exit(kill_bound).await {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "process {} still runs {kill_bound:?} after SIGKILL",
+                    waited.pid
+                ),
+            ));
+        }
+    }
+    Ok(Ended::Killed)
+}
+
+/// Pidfds of the children of `parent`, which must not end while this runs (a pidfd of it
+/// held open does that). Each is checked to be a child of `parent` once pinned.
+pub(crate) fn children(parent: i32) -> Vec<Pidfd> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .filter_map(|pid| Pidfd::open(pid).ok().flatten())
+        // The pid could have been freed and reused between the look-up and the pidfd.
+        .filter(|child| parent_of(child.pid) == Some(parent))
+        .collect()
+}
+
+/// The parent pid of `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may hold spaces and parentheses: skip past the last.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -179,8 +224,24 @@ mod tests {
         assert!(!cmdline_names(line, "weft-ab"));
         assert!(!cmdline_names(line, "weft-abcd"));
         assert!(cmdline_names(b"q\0-name\0weft-abc,process=x\0", "weft-abc"));
+        assert!(cmdline_names(b"weft-netns\0--name\0weft-abc\0", "weft-abc"));
+        assert!(!cmdline_names(
+            b"weft-netns\0---name\0weft-abc\0",
+            "weft-abc"
+        ));
         assert!(!cmdline_names(b"q\0weft-abc\0", "weft-abc"));
         assert!(!cmdline_names(b"", "weft-abc"));
+    }
+
+    #[tokio::test]
+    async fn finds_children() {
+        let mut child = Command::new("sleep").arg("10").spawn().unwrap();
+        let me = std::process::id() as i32;
+        assert_eq!(parent_of(child.id() as i32), Some(me));
+        let found: Vec<i32> = children(me).iter().map(|c| c.pid).collect();
+        assert!(found.contains(&(child.id() as i32)), "{found:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

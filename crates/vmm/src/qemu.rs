@@ -15,7 +15,6 @@ mod config;
 mod qmp;
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -215,26 +214,7 @@ fn early_exit(code: i32, qemu_log: &Path) -> DriverError {
 
 /// The last lines of `qemu.log`, joined into one line.
 fn log_tail(path: &Path) -> std::io::Result<String> {
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let start = len.saturating_sub(LOG_TAIL_BYTES);
-    file.seek(SeekFrom::Start(start))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-
-    let text = String::from_utf8_lossy(&bytes);
-    // A tail that starts mid-line drops that partial line.
-    let text = if start > 0 {
-        text.split_once('\n').map_or("", |(_, rest)| rest)
-    } else {
-        &text
-    };
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    Ok(lines.join("; "))
+    crate::logtail::last_lines(path, LOG_TAIL_BYTES)
 }
 
 #[cfg(test)]
