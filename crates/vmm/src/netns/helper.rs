@@ -7,9 +7,9 @@
 //! moves frames between each pair of TAPs, and passes SIGTERM and SIGINT on to the guest.
 //!
 //! Nothing outlives it. The guest gets SIGKILL when weft-netns dies (`PR_SET_PDEATHSIG`);
-//! when PID 1 of a PID namespace dies, the kernel kills everything else in it; the guest's
-//! TAPs live as long as weft-netns's files of them, and the namespace as long as a process in
-//! it; the host TAPs lose their carrier when weft-netns's files of them close.
+//! when PID 1 of a PID namespace dies, the kernel kills everything else in it; the namespace
+//! lives as long as a process in it, and the guest's TAPs as long as the namespace; the host
+//! TAPs lose their carrier when weft-netns's files of them close.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

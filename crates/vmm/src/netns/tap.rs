@@ -185,11 +185,22 @@ pub fn mtu(name: &str) -> Result<u32, TapError> {
 }
 
 /// Creates the TAP device `name` in the caller's network namespace with `mac` and `mtu`, and
-/// leaves it down. It exists for as long as the returned file is open.
+/// leaves it down.
+///
+/// The device is persistent: it goes with its namespace, when the last process in it is
+/// gone, not when the file closes. The kernel then removes all of a namespace's devices in
+/// one batch, in the background; closing the file of a non-persistent device instead removes
+/// it on the spot, which costs some 25 ms per device in the exiting process.
 pub fn create_guest(name: &str, mac: MacAddr, mtu: u32) -> Result<OwnedFd, TapError> {
     let fd = open_tun().map_err(io_error(name, "opening /dev/net/tun"))?;
     let mut req = ifreq(name).map_err(io_error(name, "naming the device"))?;
     set_iff(&fd, &mut req).map_err(io_error(name, "creating"))?;
+    // SAFETY: TUNSETPERSIST takes its argument by value, not as a pointer.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
+        return Err(io_error(name, "making it persistent")(
+            io::Error::last_os_error(),
+        ));
+    }
 
     let mut req = ifreq(name).map_err(io_error(name, "naming the device"))?;
     req.ifr_ifru.ifru_hwaddr = hwaddr(mac);

@@ -150,11 +150,18 @@ pub fn pool_tap(name: &str, gateway: &str, guest: &str, mtu: u32) {
     sh(&["ip", "route", "add", &format!("{guest}/32"), "dev", name]);
 }
 
+/// Whether a line of `ip -o link` shows a carrier. `LOWER_UP` is the carrier itself;
+/// `NO-CARRIER` follows the operational state, which the kernel updates up to a second later.
+fn carrier_in(line: &str) -> bool {
+    line.split(['<', '>'])
+        .nth(1)
+        .is_some_and(|flags| flags.split(',').any(|flag| flag == "LOWER_UP"))
+}
+
 /// Whether the device `name` of this thread's namespace has a carrier: a process holds it.
 pub fn has_carrier(name: &str) -> bool {
     let out = sh(&["ip", "-o", "link", "show", "dev", name]);
-    let line = String::from_utf8_lossy(&out.stdout);
-    !line.contains("NO-CARRIER")
+    carrier_in(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// The names of the TAP devices of this thread's namespace that have a carrier.
@@ -162,7 +169,7 @@ pub fn taps_with_carrier() -> Vec<String> {
     let out = sh(&["ip", "-o", "link", "show", "type", "tun"]);
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|line| !line.contains("NO-CARRIER"))
+        .filter(|line| carrier_in(line))
         .filter_map(|line| line.split(": ").nth(1))
         .map(|name| name.split('@').next().unwrap_or(name).to_string())
         .collect()
