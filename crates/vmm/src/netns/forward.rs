@@ -10,9 +10,10 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// Room for the largest frame a TAP passes: an MTU of up to 65535 plus Ethernet and VLAN
-/// headers. A read into a smaller buffer would cut the frame short.
-const FRAME_BUFFER: usize = 65536 + 4096;
+/// Room for the largest frame a TAP passes: a segmentation-offload frame of up to 64 KiB, or
+/// an MTU of up to 65535, plus the virtio-net, Ethernet and VLAN headers, with margin. A read
+/// into a smaller buffer would lose the frame.
+const FRAME_BUFFER: usize = 128 * 1024;
 
 /// Frames moved per readable file before the others get their turn.
 const BATCH: usize = 64;
