@@ -49,7 +49,7 @@ pub fn run(args: &HelperArgs) -> i32 {
 }
 
 fn boot(args: &HelperArgs) -> Result<i32, HelperError> {
-    // Before anything else, so that no signal is lost; the guest unblocks them again.
+    // Before anything else, so that no signal is lost.
     let signals = Signals::block().map_err(setup("blocking signals"))?;
     // The guest must not hold the readiness pipe: its end tells the driver that we are gone.
     if let Some(fd) = args.ready_fd {
@@ -111,17 +111,16 @@ fn spawn_guest(args: &HelperArgs, this: &OwnedFd) -> io::Result<Child> {
         command.arg("--resolv-conf").arg(path);
     }
 
+    // The guest starts with SIGTERM, SIGINT and SIGCHLD still blocked, as weft-netns has
+    // them: weft-guest blocks exactly those itself, and a SIGTERM passed on before it did so
+    // waits for it instead of being dropped (PID 1 of a namespace ignores signals it has no
+    // handler for).
     let this = this.as_raw_fd();
     // SAFETY: the closure runs between fork and exec in the child of a single-threaded
-    // process, and calls only sigemptyset, sigprocmask, prctl and poll, which are
-    // async-signal-safe and allocate nothing.
+    // process, and calls only prctl and poll, which are async-signal-safe and allocate
+    // nothing.
     unsafe {
         command.pre_exec(move || {
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
             }
