@@ -2,14 +2,11 @@
 //! claim names, devices and leases in one store transaction, then set up the host side and
 //! boot the guest. A failure at any step undoes every earlier one (R11).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use weft_hostnet::DeviceKind;
-use weft_model::bootargs::representable;
-use weft_model::bootargs::BootArgsError;
 use weft_model::names::{check_name, fallback_interface_name, generated_interface_name};
-use weft_model::{BootArgs, Ipv4Cidr, MacAddr, NetdevConfig};
+use weft_model::MacAddr;
 use weft_store::{Instance, Interface, State};
 
 use crate::error::{texts, Error};
@@ -17,10 +14,10 @@ use crate::plan::{self, NetFacts, PlannedInterface, PoolRules, Source};
 use crate::pools::Lease;
 use crate::request::CreateRequest;
 use crate::sources::inherit;
+use crate::validate::{
+    check_args_env, check_boot_args_fit, check_memory, in_range, refuse_unsupported, VCPUS,
+};
 use crate::{images, Account, Controller, Record};
-
-pub(crate) const MEMORY_MB: (u32, u32) = (16, 65536);
-pub(crate) const VCPUS: (u32, u32) = (1, 64);
 
 impl Controller {
     pub async fn create(
@@ -78,7 +75,11 @@ impl Controller {
             check_name(name)
                 .map_err(|e| Error::bad_request(format!("Invalid name '{name}': it {e}")))?;
         }
-        let memory_mb = in_range("memory_mb", req.memory_mb.unwrap_or(128), MEMORY_MB)?;
+        let memory_mb = check_memory(
+            req.memory_mb.unwrap_or(128),
+            image_ref.as_str(),
+            image.min_memory_mb,
+        )?;
         let vcpus = in_range("vcpus", req.vcpus.unwrap_or(1), VCPUS)?;
         check_args_env(req)?;
 
@@ -108,7 +109,7 @@ impl Controller {
         })
     }
 
-    async fn check_own_tap(&self, index: usize, tap: &str) -> Result<(), Error> {
+    pub(crate) async fn check_own_tap(&self, index: usize, tap: &str) -> Result<(), Error> {
         let field = format!("network_interfaces[{index}].tap_name");
         let kind = self
             .hostnet
@@ -116,7 +117,19 @@ impl Controller {
             .await
             .map_err(|e| Error::step("device lookup", e))?;
         match kind {
-            DeviceKind::Tap => Ok(()),
+            DeviceKind::Tap => {
+                let busy = self
+                    .hostnet
+                    .tap_in_use(tap)
+                    .await
+                    .map_err(|e| Error::step("device lookup", e))?;
+                if busy {
+                    return Err(Error::conflict(format!(
+                        "Invalid {field} '{tap}': the device is in use by another process"
+                    )));
+                }
+                Ok(())
+            }
             DeviceKind::Missing => Err(Error::bad_request(format!(
                 "Invalid {field} '{tap}': no such device on the host"
             ))),
@@ -348,12 +361,19 @@ impl Controller {
     fn lease(&self, planned: &[PlannedInterface]) -> Result<Vec<Lease>, Error> {
         let mut pools = self.pools.lock().expect("pools");
         let mut leases = Vec::new();
-        for _ in planned.iter().filter(|p| p.source == Source::Pool) {
+        for (i, _) in planned
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.source == Source::Pool)
+        {
             match pools.lease() {
                 Ok(lease) => leases.push(lease),
                 Err(e) => {
                     leases.iter().for_each(|l| pools.release(l));
-                    return Err(e);
+                    return Err(Error::new(
+                        e.code,
+                        format!("Cannot allocate network_interfaces[{i}]: {}", e.message),
+                    ));
                 }
             }
         }
@@ -397,98 +417,4 @@ pub(crate) fn net_facts(iface: &Interface) -> NetFacts {
         cidr: iface.ip,
         autoconfig: iface.autoconfig,
     }
-}
-
-pub(crate) fn in_range(field: &str, value: u32, (min, max): (u32, u32)) -> Result<u32, Error> {
-    if (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(Error::bad_request(format!(
-            "Invalid {field} {value}: it must be from {min} to {max}"
-        )))
-    }
-}
-
-fn refuse_unsupported(req: &CreateRequest) -> Result<(), Error> {
-    let unsupported = [
-        ("service_group", req.service_group.is_some()),
-        ("timeout_s", req.timeout_s.is_some()),
-        (
-            "features",
-            req.features.as_ref().is_some_and(|f| !f.is_empty()),
-        ),
-    ];
-    match unsupported.iter().find(|(_, used)| *used) {
-        Some((field, _)) => Err(Error::bad_request(format!(
-            "'{field}' is not available in this version of weft"
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Renders the boot arguments with the longest network entries possible, so that a request
-/// whose args and env could not reach the guest is refused before anything is claimed.
-fn check_boot_args_fit(
-    req: &CreateRequest,
-    planned: &[PlannedInterface],
-    default_args: &[String],
-) -> Result<(), Error> {
-    let widest = std::net::Ipv4Addr::new(255, 255, 255, 255);
-    let args = BootArgs {
-        netdevs: planned
-            .iter()
-            .map(|_| {
-                Some(NetdevConfig {
-                    cidr: Some(Ipv4Cidr::new(widest, 32).expect("valid")),
-                    gateway: Some(widest),
-                    nameserver: Some(widest),
-                })
-            })
-            .collect(),
-        macs: planned.iter().map(|_| MacAddr([0xff; 6])).collect(),
-        env: req
-            .env
-            .iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect(),
-        app_args: match &req.args {
-            Some(args) if !args.is_empty() => args.clone(),
-            _ => default_args.to_vec(),
-        },
-    };
-    args.render().map(|_| ()).map_err(|e| {
-        let field = match e {
-            BootArgsError::TooManyEnv(_) => "env",
-            _ => "args",
-        };
-        Error::bad_request(format!("Invalid {field}: {e}"))
-    })
-}
-
-pub(crate) fn check_args_env(req: &CreateRequest) -> Result<(), Error> {
-    for (i, arg) in req.args.iter().flatten().enumerate() {
-        if !representable(arg) {
-            return Err(Error::bad_request(format!(
-                "Invalid args[{i}] {arg:?}: arguments cannot hold double quotes or control characters"
-            )));
-        }
-    }
-    let empty = BTreeMap::new();
-    for (key, value) in req.env.as_ref().unwrap_or(&empty) {
-        let key_ok = !key.is_empty()
-            && !key.starts_with(|c: char| c.is_ascii_digit())
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !key_ok {
-            return Err(Error::bad_request(format!(
-                "Invalid env key {key:?}: use letters, digits and '_', not starting with a digit"
-            )));
-        }
-        if !representable(value) {
-            return Err(Error::bad_request(format!(
-                "Invalid env value of {key}: values cannot hold double quotes or control characters"
-            )));
-        }
-    }
-    Ok(())
 }

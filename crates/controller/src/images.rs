@@ -11,12 +11,15 @@ pub struct Image {
     pub initrd: Option<PathBuf>,
     /// The app's args when an instance gives none.
     pub default_args: Vec<String>,
+    /// The least memory the image boots with.
+    pub min_memory_mb: Option<u32>,
 }
 
 #[derive(serde::Deserialize)]
 struct ImageToml {
     #[serde(default)]
     default_args: Vec<String>,
+    min_memory_mb: Option<u32>,
 }
 
 /// Finds an image by the name the API was given: `base`, `base:latest`, `team/app:v2`. The
@@ -49,25 +52,23 @@ pub fn resolve(images_dir: &Path, reference: &str) -> Result<Image, Error> {
     };
     let kernel = dir.join("kernel");
     if !kernel.is_file() {
-        return Err(Error::not_found(format!(
-            "image '{reference}' not found: no kernel in {}",
-            dir.display()
-        )));
+        return Err(Error::not_found(format!("image '{reference}' not found")));
     }
     let initrd = dir.join("initrd");
-    let default_args = match std::fs::read_to_string(dir.join("image.toml")) {
-        Ok(text) => {
-            let parsed: ImageToml = toml::from_str(&text).map_err(|e| {
-                Error::internal(format!("image '{reference}' has a bad image.toml: {e}"))
-            })?;
-            parsed.default_args
-        }
-        Err(_) => Vec::new(),
+    let parsed: ImageToml = match std::fs::read_to_string(dir.join("image.toml")) {
+        Ok(text) => toml::from_str(&text).map_err(|e| {
+            Error::internal(format!("image '{reference}' has a bad image.toml: {e}"))
+        })?,
+        Err(_) => ImageToml {
+            default_args: Vec::new(),
+            min_memory_mb: None,
+        },
     };
     Ok(Image {
         kernel,
         initrd: initrd.is_file().then_some(initrd),
-        default_args,
+        default_args: parsed.default_args,
+        min_memory_mb: parsed.min_memory_mb,
     })
 }
 
@@ -86,18 +87,20 @@ mod tests {
             kernel: dir.join("base/kernel"),
             initrd: None,
             default_args: vec![],
+            min_memory_mb: None,
         };
         assert_eq!(image, expected);
         assert_eq!(resolve(&dir, "base").unwrap(), expected);
         std::fs::write(
             dir.join("base/image.toml"),
-            "default_args = [\"/bin/app\", \"-v\"]\n",
+            "default_args = [\"/bin/app\", \"-v\"]\nmin_memory_mb = 96\n",
         )
         .unwrap();
         assert_eq!(
             resolve(&dir, "base").unwrap().default_args,
             ["/bin/app", "-v"]
         );
+        assert_eq!(resolve(&dir, "base").unwrap().min_memory_mb, Some(96));
         assert_eq!(
             resolve(&dir, "nope").unwrap_err().code,
             crate::Code::NotFound

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod config;
+pub mod console;
 mod create;
 pub mod directory;
 mod error;
@@ -14,6 +15,7 @@ pub mod pools;
 pub mod request;
 mod sources;
 mod templates;
+mod validate;
 pub mod wait;
 
 use std::collections::HashMap;
@@ -26,8 +28,8 @@ use weft_vmm::Driver;
 
 pub use accounts::{Account, Accounts};
 pub use config::Config;
+pub use console::LogChunk;
 pub use error::{texts, Code, Error};
-pub use lifecycle::LogChunk;
 
 /// An instance with its interfaces, primary first.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +57,14 @@ pub struct Controller {
     ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Counts state changes; waiters watch it instead of polling the store.
     changes: tokio::sync::watch::Sender<u64>,
+    pub metrics: Metrics,
+}
+
+/// Counters of what guests make weftd do; guests can trigger these, so they are counted
+/// rather than logged one by one.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub console_rotations: std::sync::atomic::AtomicU64,
 }
 
 impl Controller {
@@ -88,8 +98,10 @@ impl Controller {
             reserve: tokio::sync::Mutex::new(()),
             ops: Mutex::new(HashMap::new()),
             changes: tokio::sync::watch::Sender::new(0),
+            metrics: Metrics::default(),
         });
         controller.recover().await?;
+        tokio::spawn(Arc::clone(&controller).keep_consoles());
         Ok(controller)
     }
 

@@ -8,6 +8,7 @@ use weft_model::BootArgs;
 use weft_store::State;
 use weft_vmm::{GuestSpec, NicSpec};
 
+use crate::console::{self, LogChunk};
 use crate::create::net_facts;
 use crate::error::Error;
 use crate::plan::netdev_configs;
@@ -16,20 +17,6 @@ use crate::{images, Account, Controller, Record};
 
 /// How long a guest gets to stop on its own before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// The most console output one log request returns.
-const LOG_LIMIT_MAX: u64 = 1 << 20;
-
-/// A window of an instance's console output.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogChunk {
-    pub output: Vec<u8>,
-    /// The offsets of `output` in the whole log.
-    pub start: u64,
-    pub end: u64,
-    /// How much output there is in all.
-    pub available: u64,
-}
 
 impl Controller {
     pub(crate) async fn find_by_uuid(&self, uuid: &str) -> Result<Record, Error> {
@@ -82,6 +69,29 @@ impl Controller {
     }
 
     /// What the driver needs to boot this instance.
+    /// What the driver needs to find, stop or read a guest that runs: no image, which may
+    /// have gone since the guest booted.
+    fn running_spec(&self, record: &Record) -> GuestSpec {
+        let instance = &record.instance;
+        GuestSpec {
+            id: instance.uuid.clone(),
+            kernel: Default::default(),
+            initrd: None,
+            cmdline: String::new(),
+            memory_mb: instance.memory_mb,
+            vcpus: instance.vcpus,
+            nics: record
+                .interfaces
+                .iter()
+                .map(|i| NicSpec {
+                    tap: i.tap_name.clone(),
+                    mac: i.mac,
+                })
+                .collect(),
+            run_dir: self.run_dir(&instance.uuid),
+        }
+    }
+
     fn guest_spec(&self, record: &Record) -> Result<GuestSpec, Error> {
         let instance = &record.instance;
         let image = images::resolve(&self.config.images_dir, &instance.image)?;
@@ -122,6 +132,7 @@ impl Controller {
     pub(crate) async fn boot(self: &Arc<Self>, record: &Record) -> Result<(), Error> {
         let uuid = record.instance.uuid.clone();
         let spec = self.guest_spec(record)?;
+        console::reset(&self.driver.console_path(&spec));
         std::fs::create_dir_all(&spec.run_dir).map_err(|e| Error::step("run directory", e))?;
 
         let started = Instant::now();
@@ -176,6 +187,11 @@ impl Controller {
         if record.instance.state != State::Stopped {
             return Ok(record);
         }
+        // The user's own devices may have changed since the instance was created.
+        for iface in record.interfaces.iter().filter(|i| !i.pool) {
+            self.check_own_tap(iface.index as usize, &iface.tap_name)
+                .await?;
+        }
         self.attach_host(&record)
             .await
             .map_err(|e| Error::step("host network setup", e))?;
@@ -208,7 +224,7 @@ impl Controller {
         };
         self.set_state(&instance.uuid, State::Stopping, Some(pid), None)
             .await?;
-        let spec = self.guest_spec(record)?;
+        let spec = self.running_spec(record);
         self.driver
             .stop(&spec, pid, STOP_GRACE)
             .await
@@ -286,29 +302,41 @@ impl Controller {
         limit: u64,
     ) -> Result<LogChunk, Error> {
         let record = self.find(account, id).await?;
-        let path = self.driver.console_path(&GuestSpec {
-            run_dir: self.run_dir(&record.instance.uuid),
-            ..self.guest_spec(&record)?
-        });
-        let data = match std::fs::read(&path) {
-            Ok(data) => data,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::step("console log", e)),
-        };
-        let available = data.len() as u64;
-        // A negative offset counts from the end, as in Unikraft Cloud's API.
-        let start = if offset < 0 {
-            available.saturating_sub(offset.unsigned_abs())
-        } else {
-            (offset as u64).min(available)
-        };
-        let end = (start + limit.min(LOG_LIMIT_MAX)).min(available);
-        Ok(LogChunk {
-            output: data[start as usize..end as usize].to_vec(),
-            start,
-            end,
-            available,
-        })
+        let path = self.driver.console_path(&self.running_spec(&record));
+        tokio::task::spawn_blocking(move || console::read(&path, offset, limit))
+            .await
+            .map_err(|e| Error::step("console log", e))?
+            .map_err(|e| Error::step("console log", e))
+    }
+
+    /// Keeps every running guest's console log bounded, every few seconds.
+    pub(crate) async fn keep_consoles(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let Ok(records) = self.store.list_instances(None).await else {
+                continue;
+            };
+            for (instance, interfaces) in records {
+                if instance.pid.is_none() {
+                    continue;
+                }
+                let record = Record {
+                    instance,
+                    interfaces,
+                };
+                let path = self.driver.console_path(&self.running_spec(&record));
+                if let Ok(Ok(moved)) =
+                    tokio::task::spawn_blocking(move || console::keep(&path)).await
+                {
+                    if moved > 0 {
+                        self.metrics
+                            .console_rotations
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }
     }
 
     /// After a restart: every lease is re-marked, every instance's host side re-applied, and

@@ -64,7 +64,7 @@ impl Controller {
             env: req.env.clone(),
             ..Default::default()
         };
-        crate::create::check_args_env(&probe)?;
+        crate::validate::check_args_env(&probe)?;
         if let Some(args) = req.args {
             instance.args = args;
         }
@@ -72,11 +72,12 @@ impl Controller {
             instance.env = env;
         }
         if let Some(memory_mb) = req.memory_mb {
+            let image = images::resolve(&self.config.images_dir, &instance.image)?;
             instance.memory_mb =
-                crate::create::in_range("memory_mb", memory_mb, crate::create::MEMORY_MB)?;
+                crate::validate::check_memory(memory_mb, &instance.image, image.min_memory_mb)?;
         }
         if let Some(vcpus) = req.vcpus {
-            instance.vcpus = crate::create::in_range("vcpus", vcpus, crate::create::VCPUS)?;
+            instance.vcpus = crate::validate::in_range("vcpus", vcpus, crate::validate::VCPUS)?;
         }
 
         self.store.update_config(&instance).await?;

@@ -32,10 +32,10 @@ pub struct PoolRules<'a> {
 }
 
 impl PoolRules<'_> {
-    /// Whether a device name is one of the pool's (`<prefix><digits>`), whatever the count.
+    /// Whether a device name belongs to the pool: weft claims every name that starts with
+    /// the pool's prefix, since its firewall matches them by that prefix.
     fn is_pool_device(&self, tap: &str) -> bool {
-        tap.strip_prefix(self.tap_prefix)
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        tap.starts_with(self.tap_prefix)
     }
 }
 
@@ -82,6 +82,9 @@ pub fn plan_interfaces(
                 if cidr.overlaps(&pool.addresses) {
                     return Err(Error::bad_request(texts::IP_FROM_POOL));
                 }
+                check_own_address(&cidr).map_err(|why| {
+                    Error::bad_request(format!("Invalid {} '{ip}': {why}", field("ip")))
+                })?;
                 if pool.is_pool_device(tap) {
                     return Err(Error::bad_request(texts::TAP_FROM_POOL));
                 }
@@ -92,6 +95,15 @@ pub fn plan_interfaces(
                     return Err(Error::bad_request(format!(
                         "{} '{tap}' is given to more than one interface",
                         field("tap_name")
+                    )));
+                }
+                let same_ip = planned.iter().position(
+                    |p| matches!(&p.source, Source::Own { cidr: c, .. } if c.addr() == cidr.addr()),
+                );
+                if let Some(j) = same_ip {
+                    return Err(Error::bad_request(format!(
+                        "Invalid {} '{ip}': the address is also given to network_interfaces[{j}]",
+                        field("ip")
                     )));
                 }
                 Source::Own {
@@ -129,15 +141,49 @@ pub fn plan_interfaces(
     Ok(planned)
 }
 
-/// Parses a `gateway` or `nameserver` override: a plain IPv4 address.
+/// Parses a `gateway` or `nameserver` override: a plain IPv4 unicast address.
 pub fn parse_override(field: &str, value: Option<&str>) -> Result<Option<Ipv4Addr>, Error> {
-    value
-        .map(|v| {
-            v.parse().map_err(|_| {
-                Error::bad_request(format!("Invalid {field} '{v}': expected an IPv4 address"))
-            })
-        })
-        .transpose()
+    let Some(v) = value else { return Ok(None) };
+    let addr: Ipv4Addr = v.parse().map_err(|_| {
+        Error::bad_request(format!("Invalid {field} '{v}': expected an IPv4 address"))
+    })?;
+    if let Some(why) = not_unicast(addr) {
+        return Err(Error::bad_request(format!("Invalid {field} '{v}': {why}")));
+    }
+    Ok(Some(addr))
+}
+
+/// Why an address cannot be a guest's or a gateway's, if it cannot.
+fn not_unicast(addr: Ipv4Addr) -> Option<&'static str> {
+    if addr.is_unspecified() {
+        Some("the unspecified address cannot be used")
+    } else if addr.is_broadcast() {
+        Some("the broadcast address cannot be used")
+    } else if addr.is_loopback() {
+        Some("a loopback address cannot be used")
+    } else if addr.is_multicast() {
+        Some("a multicast address cannot be used")
+    } else if addr.octets()[0] >= 240 {
+        Some("a reserved (class E) address cannot be used")
+    } else if addr.octets()[0] == 0 {
+        Some("an address in 0.0.0.0/8 cannot be used")
+    } else {
+        None
+    }
+}
+
+/// Checks that an own interface's address can be a host's address in its network.
+fn check_own_address(cidr: &Ipv4Cidr) -> Result<(), &'static str> {
+    if let Some(why) = not_unicast(cidr.addr()) {
+        return Err(why);
+    }
+    if cidr.prefix() < 31 && cidr.addr() == cidr.network() {
+        return Err("it is its network's own address, not a host address");
+    }
+    if cidr.prefix() < 31 && cidr.addr() == cidr.broadcast() {
+        return Err("it is its network's broadcast address, not a host address");
+    }
+    Ok(())
 }
 
 /// One interface as the derivation rules see it.
@@ -155,12 +201,20 @@ pub fn resolve_gateway(given: Option<Ipv4Addr>, ifaces: &[NetFacts]) -> Option<I
         return given;
     }
     let basis = ifaces.iter().find(|i| i.pool).or(ifaces.first())?;
-    derive_gateway(basis.cidr.as_ref()?)
+    let derived = derive_gateway(basis.cidr.as_ref()?)?;
+    // The last usable address may be the instance's own (a /31's upper address, or an own
+    // address such as x.x.x.254/24): then nothing else on that network can be its gateway.
+    let own = ifaces
+        .iter()
+        .any(|i| i.cidr.is_some_and(|c| c.addr() == derived));
+    (!own).then_some(derived)
 }
 
 /// What each NIC's `netdev.ip=` entry says (R7). The gateway goes to the first autoconfig
-/// interface whose network holds it (or the first autoconfig interface when none does, and
-/// the guest routes it on-link), so the guest ends with exactly one default route; the
+/// interface whose network holds it, so the guest ends with exactly one default route. When
+/// it lies in the network of an interface without autoconfig, no interface is told (the app
+/// configures that interface itself); when it lies in no interface's network (an override),
+/// the primary interface is told, if it has autoconfig, and the guest routes it on-link. The
 /// nameserver goes to every autoconfig interface.
 pub fn netdev_configs(
     ifaces: &[NetFacts],
@@ -168,12 +222,14 @@ pub fn netdev_configs(
     nameserver: Option<Ipv4Addr>,
 ) -> Vec<Option<NetdevConfig>> {
     let holds = |i: &NetFacts, gw: Ipv4Addr| i.cidr.is_some_and(|c| c.contains(gw));
-    let gateway_at = gateway.and_then(|gw| {
-        ifaces
-            .iter()
-            .position(|i| i.autoconfig && holds(i, gw))
-            .or_else(|| ifaces.iter().position(|i| i.autoconfig))
-    });
+    let gateway_at =
+        gateway.and_then(
+            |gw| match ifaces.iter().position(|i| holds(i, gw) && i.autoconfig) {
+                Some(n) => Some(n),
+                None if ifaces.iter().any(|i| holds(i, gw)) => None,
+                None => ifaces.first().filter(|i| i.autoconfig).map(|_| 0),
+            },
+        );
 
     ifaces
         .iter()

@@ -58,13 +58,10 @@ fn r3_exact_texts() {
         refusal(&[iface(Some("172.30.5.2/24"), Some("weft-tap999"))]),
         texts::TAP_FROM_POOL
     );
-    let own = plan_interfaces(
-        Some(&[iface(Some("172.30.5.2/24"), Some("weft-tapx"))]),
-        &pool(),
-    );
-    assert!(
-        own.is_ok(),
-        "a name that only starts like the pool's is the user's own"
+    // Weft's firewall matches pool devices by prefix, so the whole prefix is the pool's.
+    assert_eq!(
+        refusal(&[iface(Some("172.30.5.2/24"), Some("weft-tapx"))]),
+        texts::TAP_FROM_POOL
     );
 }
 
@@ -203,4 +200,68 @@ fn relay_names_are_checked_and_default_to_relaying_dns() {
         ..iface(Some("172.30.5.2/24"), Some("custtap0"))
     };
     assert!(refusal(&[own]).contains("own TAP device"));
+}
+
+#[test]
+fn own_addresses_must_be_host_addresses() {
+    for bad in [
+        "0.0.0.0/32",
+        "255.255.255.255/32",
+        "127.0.0.1/8",
+        "224.0.0.1/24",
+        "240.0.0.1/24",
+        "172.30.5.0/24",
+        "172.30.5.255/24",
+    ] {
+        let msg = refusal(&[iface(Some(bad), Some("custtap0"))]);
+        assert!(
+            msg.starts_with(&format!("Invalid network_interfaces[0].ip '{bad}': ")),
+            "{msg}"
+        );
+    }
+    for good in [
+        "172.30.5.1/24",
+        "192.0.2.0/31",
+        "192.0.2.1/31",
+        "192.0.2.7/32",
+        "169.254.1.1/16",
+    ] {
+        assert!(
+            plan_interfaces(Some(&[iface(Some(good), Some("custtap0"))]), &pool()).is_ok(),
+            "{good}"
+        );
+    }
+    let twice = [
+        iface(Some("172.30.5.2/24"), Some("a")),
+        iface(Some("172.30.5.2/16"), Some("b")),
+    ];
+    assert!(refusal(&twice).contains("also given to network_interfaces[0]"));
+    for bad in ["0.0.0.0", "255.255.255.255", "127.0.0.1", "224.0.0.1"] {
+        assert!(parse_override("nameserver", Some(bad)).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn gateway_is_never_the_instance_itself_nor_pushed_onto_the_wrong_interface() {
+    assert_eq!(
+        resolve_gateway(None, &[facts(false, "172.30.5.254/24", true)]),
+        None
+    );
+    assert_eq!(
+        resolve_gateway(None, &[facts(false, "192.0.2.9/31", true)]),
+        None
+    );
+
+    // The pool primary holds the gateway but has no autoconfig: nobody is told about it.
+    let ifaces = [
+        facts(true, "10.100.0.2/16", false),
+        facts(false, "172.31.7.2/24", true),
+    ];
+    let cfgs = netdev_configs(&ifaces, ip("10.100.255.254"), ip("10.100.255.254"));
+    assert_eq!(cfgs[0], None);
+    assert_eq!(cfgs[1].as_ref().unwrap().gateway, None);
+
+    // An override outside every network goes to the primary only if it has autoconfig.
+    let cfgs = netdev_configs(&ifaces, ip("192.0.2.1"), None);
+    assert!(cfgs.iter().flatten().all(|c| c.gateway.is_none()));
 }

@@ -13,14 +13,19 @@ pub enum NameError {
     #[error("is longer than {max} characters")]
     TooLong { max: usize },
     #[error(
-        "may only hold letters, digits and '-', and must start and end with a letter or digit"
+        "may only hold lowercase letters, digits and '-', and must start and end with a \
+         letter or digit"
     )]
     BadCharacters,
+    #[error("must not have the form of a uuid, which would make it ambiguous")]
+    LooksLikeUuid,
     #[error("may only hold letters, digits, '-', '_' and '.', and must not be '.' or '..'")]
     BadTapCharacters,
 }
 
-/// Checks an instance or interface name: a DNS label of letters, digits and '-'.
+/// Checks an instance or interface name: a DNS label of lowercase letters, digits and '-'
+/// (DNS names are case-insensitive, so names are lowercase to stay unique), that is not a
+/// uuid (objects are found by uuid or name).
 pub fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
@@ -29,15 +34,26 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
         return Err(NameError::TooLong { max: NAME_MAX });
     }
     let bytes = name.as_bytes();
-    let inner_ok = bytes
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || *b == b'-');
-    let ends_ok =
-        bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
+    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let inner_ok = bytes.iter().all(|b| allowed(b) || *b == b'-');
+    let ends_ok = allowed(&bytes[0]) && allowed(&bytes[bytes.len() - 1]);
     if !inner_ok || !ends_ok {
         return Err(NameError::BadCharacters);
     }
+    if looks_like_uuid(name) {
+        return Err(NameError::LooksLikeUuid);
+    }
     Ok(())
+}
+
+/// Whether a string has the 8-4-4-4-12 hex shape of a uuid.
+pub fn looks_like_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Checks a TAP device name. Linux allows almost any byte; weft allows the characters that
@@ -94,9 +110,14 @@ mod tests {
             Err(NameError::TooLong { max: 63 })
         );
         assert_eq!(check_name(""), Err(NameError::Empty));
-        for bad in ["-a", "a-", "a b", "a/b", "a;rm", "ä", "a.b", "a_b"] {
+        for bad in [
+            "-a", "a-", "a b", "a/b", "a;rm", "ä", "a.b", "a_b", "Web", "DEMO",
+        ] {
             assert_eq!(check_name(bad), Err(NameError::BadCharacters), "{bad}");
         }
+        let uuid = "31126461-4c19-48b5-aba0-d94026a1bf0c";
+        assert_eq!(check_name(uuid), Err(NameError::LooksLikeUuid));
+        assert!(check_name("31126461-4c19-48b5-aba0-d94026a1bf0").is_ok());
     }
 
     #[test]

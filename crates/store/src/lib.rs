@@ -96,9 +96,11 @@ impl Store {
         id: &str,
     ) -> Result<Option<(Instance, Vec<Interface>)>, StoreError> {
         let row = sqlx::query_as::<_, rows::InstanceRow>(
-            "SELECT * FROM instances WHERE account = ? AND (uuid = ? OR name = ?)",
+            "SELECT * FROM instances WHERE account = ? AND (uuid = ? OR name = ?) \
+             ORDER BY uuid = ? DESC LIMIT 1",
         )
         .bind(account)
+        .bind(id)
         .bind(id)
         .bind(id)
         .fetch_optional(&self.pool)
