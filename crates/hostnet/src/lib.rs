@@ -1,15 +1,22 @@
 //! Host side of weft's networking: the pool's TAP devices, the gateway address on them,
-//! routes to instance addresses (netlink), and weft's own nftables table for forwarding,
-//! masquerade and anti-spoofing (nftables JSON). Nothing here runs `ip`, `tc` or `iptables`.
+//! routes to instance addresses (netlink), weft's own nftables tables for forwarding,
+//! masquerade and anti-spoofing (nftables JSON), and the relay data path (`relay.rs`).
+//! Nothing here runs `ip`, `tc` or `iptables`.
 
 mod link;
+mod neigh;
 mod nft;
+mod policy;
+mod relay;
 mod tap;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+pub use relay::{RelayEnd, Relayed};
 
 use rtnetlink::Handle;
 use tracing::{debug, info, warn};
@@ -77,6 +84,9 @@ pub enum HostNetError {
     /// The pool's settings cannot be applied as they are.
     #[error("invalid pool: {0}")]
     InvalidPool(String),
+    /// A relay that cannot be installed as given.
+    #[error("invalid relay: {0}")]
+    InvalidRelay(String),
     #[error("sysctl {key}: {source}")]
     Sysctl { key: String, source: std::io::Error },
     /// A cleanup that kept going past failures reports all of them.
@@ -100,6 +110,9 @@ impl HostNetError {
 #[derive(Clone, Debug)]
 pub struct HostNet {
     handle: Handle,
+    /// Serializes relay changes: several clients share a relay's table, and the last one to
+    /// go removes it.
+    relay_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl HostNet {
@@ -109,13 +122,17 @@ impl HostNet {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|e| HostNetError::Netlink(format!("cannot open a netlink socket: {e}")))?;
         tokio::spawn(connection);
-        Ok(HostNet { handle })
+        Ok(HostNet {
+            handle,
+            relay_lock: Arc::default(),
+        })
     }
 
     /// Makes the host ready for the pool; idempotent, so it runs at every weftd start:
-    /// installs weft's nftables table (keeping the `guests` elements of pool TAPs that are
-    /// already there), enables IPv4 forwarding, and creates, configures and brings up the
-    /// pool's persistent TAP devices. The table goes first so that no TAP is up unfiltered.
+    /// installs weft's nftables table (keeping the `guests` elements of pool TAPs and the
+    /// `relayed` addresses that are already there), enables IPv4 forwarding, and creates,
+    /// configures and brings up the pool's persistent TAP devices. The table goes first so that
+    /// no TAP is up unfiltered. Relays (`netdev weft`, rules, neighbours) are left as they are.
     pub async fn setup_pool(&self, pool: &PoolNet) -> Result<(), HostNetError> {
         check_pool(pool)?;
         let names: HashSet<String> = (0..pool.tap_count).map(|n| pool.tap_name(n)).collect();
@@ -125,7 +142,8 @@ impl HostNet {
             .into_iter()
             .filter(|(tap, _)| names.contains(tap))
             .collect();
-        nft::apply(&nft::install(pool, &keep)).await?;
+        let keep_relayed = nft::relayed_sources().await?;
+        nft::apply(&nft::install(pool, &keep, &keep_relayed)).await?;
 
         write_sysctl("net/ipv4/ip_forward", "1")?;
 
@@ -169,6 +187,9 @@ impl HostNet {
                 if source.kind() == std::io::ErrorKind::NotFound => {}
             other => other?,
         }
+        // Proxy ARP (for relayed interfaces, on their relay's TAP) answers at once instead of
+        // after a random delay meant for busy LANs.
+        write_sysctl(&format!("net/ipv4/neigh/{tap}/proxy_delay"), "0")?;
 
         link::set_up(&self.handle, index, tap).await?;
         link::add_host_address(&self.handle, index, tap, gateway).await?;
@@ -292,12 +313,25 @@ impl HostNet {
         Ok(found)
     }
 
-    /// Removes weft's nftables table and the pool's TAP devices (with their addresses and
-    /// routes). Keeps going past failures and reports every one of them as
+    /// Removes every relay, weft's nftables tables and the pool's TAP devices (with their
+    /// addresses and routes). Keeps going past failures and reports every one of them as
     /// [`HostNetError::Many`].
     pub async fn teardown_pool(&self, pool: &PoolNet) -> Result<(), HostNetError> {
         let mut errors = Vec::new();
 
+        match self.relayed().await {
+            Ok(relays) => {
+                for r in relays {
+                    if let Err(e) = self.detach_relayed(&r).await {
+                        errors.push(e);
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        if let Err(e) = nft::apply(&nft::remove_netdev()).await {
+            errors.push(e);
+        }
         if let Err(e) = nft::apply(&nft::remove()).await {
             errors.push(e);
         }

@@ -28,7 +28,7 @@ pub(crate) fn errno(err: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
-fn netlink_error(what: String, err: rtnetlink::Error) -> HostNetError {
+pub(crate) fn netlink_error(what: String, err: rtnetlink::Error) -> HostNetError {
     let detail = match &err {
         rtnetlink::Error::NetlinkError(msg) => msg.to_io().to_string(),
         other => other.to_string(),

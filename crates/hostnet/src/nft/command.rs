@@ -9,7 +9,8 @@ use nftables::schema::Nftables;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::{GUESTS, TABLE};
+use super::relay::NETDEV_TABLE;
+use super::{GUESTS, RELAYED, TABLE};
 use crate::HostNetError;
 
 /// The `nft` program: from `PATH`, else from the usual system directories, which a service's
@@ -81,28 +82,70 @@ fn parse(output: &str) -> Result<Vec<serde_json::Value>, HostNetError> {
     }
 }
 
+/// Whether the table `<family> <name>` exists.
+async fn exists(family: &str, name: &str) -> Result<bool, HostNetError> {
+    let items = parse(&run(&["list", "tables", family], None).await?)?;
+    Ok(items.iter().any(|i| i["table"]["name"] == name))
+}
+
 /// Whether `ip weft` exists.
 pub(crate) async fn table_exists() -> Result<bool, HostNetError> {
-    let items = parse(&run(&["list", "tables", "ip"], None).await?)?;
-    Ok(items.iter().any(|i| i["table"]["name"] == TABLE))
+    exists("ip", TABLE).await
+}
+
+/// Whether `netdev weft` exists.
+pub(crate) async fn netdev_table_exists() -> Result<bool, HostNetError> {
+    exists("netdev", NETDEV_TABLE).await
+}
+
+/// The elements of a set of `ip weft`; empty when the table is not installed.
+async fn set_elements(set: &str) -> Result<Vec<serde_json::Value>, HostNetError> {
+    if !table_exists().await? {
+        return Ok(Vec::new());
+    }
+    let items = parse(&run(&["list", "set", "ip", TABLE, set], None).await?)?;
+    Ok(items
+        .iter()
+        .filter_map(|item| item["set"]["elem"].as_array())
+        .flatten()
+        .cloned()
+        .collect())
 }
 
 /// The elements of `guests`; empty when weft's table is not installed.
 pub(crate) async fn guests() -> Result<Vec<(String, Ipv4Addr)>, HostNetError> {
-    if !table_exists().await? {
+    set_elements(GUESTS)
+        .await?
+        .iter()
+        .map(parse_guest)
+        .collect()
+}
+
+/// The elements of `relayed`; empty when weft's table is not installed.
+pub(crate) async fn relayed_sources() -> Result<Vec<Ipv4Addr>, HostNetError> {
+    set_elements(RELAYED)
+        .await?
+        .iter()
+        .map(|elem| {
+            let value = elem.get("elem").and_then(|e| e.get("val")).unwrap_or(elem);
+            value.as_str().and_then(|a| a.parse().ok()).ok_or_else(|| {
+                HostNetError::Nftables(format!("unexpected element in {RELAYED}: {elem}"))
+            })
+        })
+        .collect()
+}
+
+/// The comments of the rules of `netdev weft`; empty when the table is not installed.
+pub(crate) async fn netdev_comments() -> Result<Vec<String>, HostNetError> {
+    if !netdev_table_exists().await? {
         return Ok(Vec::new());
     }
-    let items = parse(&run(&["list", "set", "ip", TABLE, GUESTS], None).await?)?;
-    let mut found = Vec::new();
-    for item in &items {
-        let Some(elems) = item["set"]["elem"].as_array() else {
-            continue;
-        };
-        for elem in elems {
-            found.push(parse_guest(elem)?);
-        }
-    }
-    Ok(found)
+    let items = parse(&run(&["list", "table", "netdev", NETDEV_TABLE], None).await?)?;
+    Ok(items
+        .iter()
+        .filter_map(|item| item["rule"]["comment"].as_str())
+        .map(str::to_string)
+        .collect())
 }
 
 pub(super) fn parse_guest(elem: &serde_json::Value) -> Result<(String, Ipv4Addr), HostNetError> {

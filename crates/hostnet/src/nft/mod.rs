@@ -2,6 +2,7 @@
 //! handed to `nft -j -f -`. No nft text syntax is ever generated.
 
 mod command;
+pub(crate) mod relay;
 #[cfg(test)]
 mod tests;
 
@@ -19,13 +20,17 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 #[cfg(test)]
 pub(crate) use command::nft_program;
-pub(crate) use command::{apply, guests, table_exists};
+pub(crate) use command::{apply, guests, netdev_comments, relayed_sources, table_exists};
+pub(crate) use relay::{attach_relayed, detach_relayed, remove_netdev, remove_relayed_elements};
 
 use crate::PoolNet;
 
 pub(crate) const TABLE: &str = "weft";
 /// `ifname . ipv4_addr`: the source address each pool TAP may use.
 pub(crate) const GUESTS: &str = "guests";
+/// `ipv4_addr`: addresses of relayed interfaces, masqueraded like the pool when their relay
+/// forwards their traffic to the uplink (an own TAP's address is outside the pool).
+pub(crate) const RELAYED: &str = "relayed";
 
 const FAMILY: NfFamily = NfFamily::IP;
 /// The priority of the nat postrouting hook that nft calls `srcnat`.
@@ -139,10 +144,15 @@ fn rule(chain: &'static str, expr: Vec<Statement<'static>>) -> NfObject<'static>
     })))
 }
 
-/// The whole table, replacing any previous one in the same transaction. `keep` are the
-/// `guests` elements to carry over, so that running instances keep their egress while weftd
-/// restarts; reconciliation removes the ones that no longer belong.
-pub(crate) fn install(pool: &PoolNet, keep: &[(String, Ipv4Addr)]) -> Nftables<'static> {
+/// The whole table, replacing any previous one in the same transaction. `keep` and
+/// `keep_relayed` are the `guests` and `relayed` elements to carry over, so that running
+/// instances keep their egress while weftd restarts; reconciliation removes the ones that no
+/// longer belong.
+pub(crate) fn install(
+    pool: &PoolNet,
+    keep: &[(String, Ipv4Addr)],
+    keep_relayed: &[Ipv4Addr],
+) -> Nftables<'static> {
     let pool_taps = text(format!("{}*", pool.tap_prefix));
     let uplink = text(pool.uplink.clone());
     let gateway = text(pool.gateway.to_string());
@@ -164,6 +174,15 @@ pub(crate) fn install(pool: &PoolNet, keep: &[(String, Ipv4Addr)]) -> Nftables<'
         name: GUESTS.into(),
         set_type: SetTypeValue::Concatenated(vec![SetType::Ifname, SetType::Ipv4Addr].into()),
         elem: (!elems.is_empty()).then(|| elems.into()),
+        ..Set::default()
+    })))));
+    let relayed: Vec<_> = keep_relayed.iter().map(|a| text(a.to_string())).collect();
+    objects.push(cmd(NfCmd::Add(NfListObject::Set(Box::new(Set {
+        family: FAMILY,
+        table: TABLE.into(),
+        name: RELAYED.into(),
+        set_type: SetTypeValue::Single(SetType::Ipv4Addr),
+        elem: (!relayed.is_empty()).then(|| relayed.into()),
         ..Set::default()
     })))));
 
@@ -238,6 +257,14 @@ pub(crate) fn install(pool: &PoolNet, keep: &[(String, Ipv4Addr)]) -> Nftables<'
         "postrouting",
         vec![
             is(payload("ip", "saddr"), pool_net),
+            is(meta(MetaKey::Oifname), uplink.clone()),
+            Statement::Masquerade(None),
+        ],
+    ));
+    objects.push(rule(
+        "postrouting",
+        vec![
+            is(payload("ip", "saddr"), text(format!("@{RELAYED}"))),
             is(meta(MetaKey::Oifname), uplink),
             Statement::Masquerade(None),
         ],

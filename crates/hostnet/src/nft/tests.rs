@@ -25,7 +25,7 @@ fn rules_of(batch: &Value, chain: &str) -> Vec<Value> {
 
 #[test]
 fn install_replaces_the_table_in_one_batch() {
-    let batch = serde_json::to_value(install(&pool(), &[])).unwrap();
+    let batch = serde_json::to_value(install(&pool(), &[], &[])).unwrap();
     let objects = batch["nftables"].as_array().unwrap();
     let t = json!({"family": "ip", "name": "weft"});
     assert_eq!(objects[0], json!({"add": {"table": t}}));
@@ -36,11 +36,13 @@ fn install_replaces_the_table_in_one_batch() {
         json!(["ifname", "ipv4_addr"])
     );
     assert!(objects[3]["add"]["set"].get("elem").is_none());
+    assert_eq!(objects[4]["add"]["set"]["name"], json!("relayed"));
+    assert_eq!(objects[4]["add"]["set"]["type"], json!("ipv4_addr"));
 }
 
 #[test]
 fn chains_hook_where_they_should() {
-    let batch = serde_json::to_value(install(&pool(), &[])).unwrap();
+    let batch = serde_json::to_value(install(&pool(), &[], &[])).unwrap();
     let chains: Vec<_> = batch["nftables"]
         .as_array()
         .unwrap()
@@ -77,7 +79,7 @@ fn chains_hook_where_they_should() {
 
 #[test]
 fn forward_lets_guests_out_to_the_uplink_only() {
-    let batch = serde_json::to_value(install(&pool(), &[])).unwrap();
+    let batch = serde_json::to_value(install(&pool(), &[], &[])).unwrap();
     let forward = rules_of(&batch, "forward");
     assert_eq!(forward.len(), 4);
     assert_eq!(
@@ -101,7 +103,7 @@ fn forward_lets_guests_out_to_the_uplink_only() {
 
 #[test]
 fn input_allows_dns_on_the_gateway_and_drops_the_rest() {
-    let batch = serde_json::to_value(install(&pool(), &[])).unwrap();
+    let batch = serde_json::to_value(install(&pool(), &[], &[])).unwrap();
     let input = rules_of(&batch, "input");
     assert!(input
         .iter()
@@ -126,21 +128,34 @@ fn input_allows_dns_on_the_gateway_and_drops_the_rest() {
 
 #[test]
 fn masquerade_covers_the_pool_on_the_uplink() {
-    let batch = serde_json::to_value(install(&pool(), &[])).unwrap();
+    let batch = serde_json::to_value(install(&pool(), &[], &[])).unwrap();
     let post = rules_of(&batch, "postrouting");
-    assert_eq!(post.len(), 1);
+    assert_eq!(post.len(), 2);
     assert_eq!(
         post[0][0]["match"]["right"],
         json!({"prefix": {"addr": "10.100.0.0", "len": 16}})
     );
-    assert_eq!(post[0][1]["match"]["right"], json!("eth0"));
-    assert!(post[0][2].get("masquerade").is_some());
+    assert_eq!(post[1][0]["match"]["right"], json!("@relayed"));
+    for rule in &post {
+        assert_eq!(rule[1]["match"]["right"], json!("eth0"));
+        assert!(rule[2].get("masquerade").is_some());
+    }
+}
+
+#[test]
+fn install_keeps_relayed_addresses() {
+    let keep = [Ipv4Addr::new(192, 168, 7, 2)];
+    let batch = serde_json::to_value(install(&pool(), &[], &keep)).unwrap();
+    assert_eq!(
+        batch["nftables"][4]["add"]["set"]["elem"],
+        json!(["192.168.7.2"])
+    );
 }
 
 #[test]
 fn install_keeps_given_elements() {
     let keep = vec![("wtap1".to_string(), Ipv4Addr::new(10, 100, 0, 7))];
-    let batch = serde_json::to_value(install(&pool(), &keep)).unwrap();
+    let batch = serde_json::to_value(install(&pool(), &keep, &[])).unwrap();
     assert_eq!(
         batch["nftables"][3]["add"]["set"]["elem"],
         json!([{"concat": ["wtap1", "10.100.0.7"]}])

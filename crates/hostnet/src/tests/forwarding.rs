@@ -1,12 +1,9 @@
 //! The data path with real frames: a stand-in guest on a pool TAP, the host namespace with the
 //! pool, and a far namespace behind the uplink (a veth pair) that answers pings.
 
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
-
-use rtnetlink::packet_route::link::LinkAttribute;
 
 use super::guest::{TestGuest, GUEST_MAC};
 use super::*;
@@ -19,72 +16,6 @@ const SPOOFED: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 66);
 
 const ANSWER: Duration = Duration::from_secs(3);
 const SILENCE: Duration = Duration::from_millis(800);
-
-/// A second namespace, made on a helper thread; the returned file keeps it alive.
-fn new_netns() -> File {
-    std::thread::spawn(|| {
-        super::enter_new_netns().expect("far namespace");
-        File::open("/proc/thread-self/ns/net").expect("open namespace")
-    })
-    .join()
-    .expect("far namespace thread")
-}
-
-/// Runs `body` with a netlink handle inside the namespace `ns`, on a thread of its own.
-fn within<F, Fut>(ns: &File, body: F)
-where
-    F: FnOnce(Handle) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()>,
-{
-    let fd = ns.as_raw_fd();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            // SAFETY: `fd` is an open namespace file borrowed for the whole scope; setns only
-            // switches the calling thread's namespace.
-            assert_eq!(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }, 0, "setns");
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let (connection, handle, _) = rtnetlink::new_connection().unwrap();
-                tokio::spawn(connection);
-                body(handle).await;
-            });
-        })
-        .join()
-        .expect("far namespace setup");
-    });
-}
-
-async fn mac_of(handle: &Handle, name: &str) -> [u8; 6] {
-    let link = link::link_by_name(handle, name).await.unwrap().unwrap();
-    link.attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::Address(mac) => mac.as_slice().try_into().ok(),
-            _ => None,
-        })
-        .expect("link has a MAC")
-}
-
-/// Waits until the kernel has the link operational. Carrier comes on as soon as a guest
-/// attaches, but the kernel starts transmitting to the device only once its deferred link
-/// watch has run, up to a second later; frames sent to it before then are dropped.
-async fn wait_operational(handle: &Handle, name: &str) {
-    use rtnetlink::packet_route::link::State;
-    for _ in 0..50 {
-        let link = link::link_by_name(handle, name).await.unwrap().unwrap();
-        if link
-            .attributes
-            .contains(&LinkAttribute::OperState(State::Up))
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name} did not become operational");
-}
 
 /// Tells the host the guest's MAC for `addr` on `tap`, so answers are not held up by ARP.
 async fn add_neighbour(handle: &Handle, tap: &str, addr: Ipv4Addr) {

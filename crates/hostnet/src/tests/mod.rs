@@ -5,12 +5,18 @@
 mod forwarding;
 mod guest;
 mod pool;
+mod relay;
+mod relay_state;
 
+use std::fs::File;
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::time::Duration;
 
 use futures::TryStreamExt;
+use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth};
 use weft_model::Ipv4Cidr;
 
@@ -171,4 +177,105 @@ pub(crate) fn list_table() -> Option<serde_json::Value> {
 
 pub(crate) async fn hostnet() -> HostNet {
     HostNet::connect().await.expect("connect")
+}
+
+/// A second namespace, made on a helper thread; the returned file keeps it alive.
+pub(crate) fn new_netns() -> File {
+    std::thread::spawn(|| {
+        enter_new_netns().expect("far namespace");
+        File::open("/proc/thread-self/ns/net").expect("open namespace")
+    })
+    .join()
+    .expect("far namespace thread")
+}
+
+/// Runs `body` with a netlink handle inside the namespace `ns`, on a thread of its own.
+pub(crate) fn within<F, Fut>(ns: &File, body: F)
+where
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let fd = ns.as_raw_fd();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: `fd` is an open namespace file borrowed for the whole scope; setns only
+            // switches the calling thread's namespace.
+            assert_eq!(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }, 0, "setns");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+                tokio::spawn(connection);
+                body(handle).await;
+            });
+        })
+        .join()
+        .expect("far namespace setup");
+    });
+}
+
+pub(crate) async fn mac_of(handle: &Handle, name: &str) -> [u8; 6] {
+    let link = link::link_by_name(handle, name).await.unwrap().unwrap();
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(mac) => mac.as_slice().try_into().ok(),
+            _ => None,
+        })
+        .expect("link has a MAC")
+}
+
+/// Waits until the kernel has the link operational. Carrier comes on as soon as a guest
+/// attaches, but the kernel starts transmitting to the device only once its deferred link
+/// watch has run, up to a second later; frames sent to it before then are dropped.
+pub(crate) async fn wait_operational(handle: &Handle, name: &str) {
+    use rtnetlink::packet_route::link::State;
+    for _ in 0..50 {
+        let link = link::link_by_name(handle, name).await.unwrap().unwrap();
+        if link
+            .attributes
+            .contains(&LinkAttribute::OperState(State::Up))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} did not become operational");
+}
+
+/// Moves the link `name` into the namespace `ns`.
+pub(crate) async fn move_to(handle: &Handle, name: &str, ns: &File) {
+    let index = index_of(handle, name).await;
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .setns_by_fd(ns.as_raw_fd())
+                .build(),
+        )
+        .execute()
+        .await
+        .expect("move the link");
+}
+
+/// A UDP socket bound to `addr` in the namespace `ns` (a socket stays in the namespace it was
+/// made in), with a read timeout.
+pub(crate) fn udp_socket_in(ns: &File, addr: std::net::SocketAddrV4) -> std::net::UdpSocket {
+    let fd = ns.as_raw_fd();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: `fd` is an open namespace file borrowed for the whole scope; setns only
+            // switches the calling thread's namespace.
+            assert_eq!(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }, 0, "setns");
+            let socket = std::net::UdpSocket::bind(addr).expect("bind");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            socket
+        })
+        .join()
+        .expect("socket thread")
+    })
 }
