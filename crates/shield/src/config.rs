@@ -32,7 +32,7 @@ SHIELD_SECRET_<NAME>=<placeholder>|<value>|<hosts>. Flags override the environme
   --intercept secrets|all  intercept TLS only to hosts with secrets (default) or to all
   --nic NAME               the NIC clients' traffic arrives on (default eth0)
   --route-table N          routing table for the any-address route (default 100)
-  --max-connections N      concurrent TCP connections (default 1024)
+  --max-connections N      concurrent TCP connections (default 512)
   --idle-timeout SECONDS   close connections idle this long (default 300)
   --stats-interval SECONDS print the counters this often, 0 for never (default 60)";
 
@@ -75,7 +75,7 @@ impl Default for Config {
             upstream_ca: None,
             ca: CaSource::Generate,
             intercept: Intercept::Secrets,
-            max_connections: 1024,
+            max_connections: 512,
             idle_timeout: Duration::from_secs(300),
             stats_interval: Some(Duration::from_secs(60)),
         }

@@ -31,17 +31,16 @@ fn sysctls(nic: &str) -> Vec<(String, &'static str)> {
 
 /// Sets the sysctls and the routing; any failure is returned, and the shield then exits.
 pub async fn setup(nic: &str, table: u32) -> Result<()> {
-    for (key, value) in sysctls(nic) {
-        let path = format!("/proc/sys/{key}");
-        std::fs::write(&path, value).with_context(|| format!("writing {value} to {path}"))?;
-    }
-
     let (connection, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
     tokio::spawn(connection);
 
     link_index(&handle, nic)
         .await?
         .ok_or_else(|| anyhow!("the relay NIC {nic} does not exist"))?;
+    for (key, value) in sysctls(nic) {
+        let path = format!("/proc/sys/{key}");
+        std::fs::write(&path, value).with_context(|| format!("writing {value} to {path}"))?;
+    }
     let lo = link_index(&handle, "lo")
         .await?
         .ok_or_else(|| anyhow!("the loopback device lo does not exist"))?;

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use crate::http::{chunk_size, parse_head, Body, HeadError, RequestHead, MAX_HEAD};
 
 const COPY_BUF: usize = 16 * 1024;
+const START_BUF: usize = 8 * 1024;
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
 
@@ -73,10 +74,11 @@ pub enum Ending {
     Upgraded,
 }
 
-/// A client's byte stream with a bounded read-ahead buffer.
+/// A client's byte stream with a read-ahead buffer that starts small and grows, only for
+/// a long head, up to `MAX_HEAD`.
 pub struct Incoming<R> {
     inner: R,
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
     pos: usize,
     end: usize,
     activity: Arc<Activity>,
@@ -86,7 +88,7 @@ impl<R: AsyncRead + Unpin> Incoming<R> {
     pub fn new(inner: R, activity: Arc<Activity>) -> Incoming<R> {
         Incoming {
             inner,
-            buf: vec![0u8; MAX_HEAD].into_boxed_slice(),
+            buf: vec![0u8; START_BUF],
             pos: 0,
             end: 0,
             activity,
@@ -105,7 +107,10 @@ impl<R: AsyncRead + Unpin> Incoming<R> {
             self.pos = 0;
         }
         if self.end == self.buf.len() {
-            return Err(HeadError::TooLarge.into());
+            if self.buf.len() >= MAX_HEAD {
+                return Err(HeadError::TooLarge.into());
+            }
+            self.buf.resize((self.buf.len() * 2).min(MAX_HEAD), 0);
         }
         let n = self.inner.read(&mut self.buf[self.end..]).await?;
         self.end += n;

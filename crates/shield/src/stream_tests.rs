@@ -151,3 +151,14 @@ async fn idle_returns_after_the_quiet_time() {
     activity.idle(Duration::from_millis(50)).await;
     assert!(start.elapsed() >= Duration::from_millis(50));
 }
+
+#[tokio::test]
+async fn a_head_past_the_limit_is_refused() {
+    let mut input =
+        b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\nGET / HTTP/1.1\r\nHost: a.test\r\nX: ".to_vec();
+    input.extend(std::iter::repeat_n(b'x', MAX_HEAD));
+    input.extend_from_slice(b"\r\n\r\n");
+    let (out, ending, _) = run(&input).await;
+    assert_eq!(ending, Ending::Refused("head-too-large"));
+    assert_eq!(out, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n");
+}

@@ -95,7 +95,7 @@ pub async fn serve(shield: Arc<Shield>, listener: TcpListener, port: u16) {
 /// Reads the first request head; on a bad one the client gets 400 and the log a line.
 pub async fn first_head<R, W>(
     conn: &Conn,
-    proto: Proto,
+    (proto, name): (Proto, Option<&str>),
     incoming: &mut Incoming<R>,
     client_w: &mut W,
 ) -> Option<RequestHead>
@@ -107,7 +107,7 @@ where
         Ok(Ok(Some(head))) => Some(head),
         Ok(Ok(None)) | Ok(Err(StreamError::Io(_))) => None,
         Ok(Err(StreamError::Head(err))) => {
-            conn.log(Decision::Deny, proto, None, err.reason());
+            conn.log(Decision::Deny, proto, name, err.reason());
             let body = format!("weft-shield: {err}\n");
             let _ = client_w
                 .write_all(&response(400, "Bad Request", "text/plain", body.as_bytes()))
@@ -116,7 +116,7 @@ where
             None
         }
         Err(_) => {
-            conn.log(Decision::Deny, proto, None, "request-timeout");
+            conn.log(Decision::Deny, proto, name, "request-timeout");
             None
         }
     }
@@ -140,7 +140,8 @@ async fn handle_http(conn: Conn, stream: TcpStream) {
     let activity = Activity::new();
     let (client_r, mut client_w) = stream.into_split();
     let mut incoming = Incoming::new(client_r, activity.clone());
-    let Some(first) = first_head(&conn, Proto::Http, &mut incoming, &mut client_w).await else {
+    let Some(first) = first_head(&conn, (Proto::Http, None), &mut incoming, &mut client_w).await
+    else {
         return;
     };
     if first.name() == Some(SHIELD_NAME) {

@@ -149,7 +149,8 @@ async fn intercept_conn(conn: &Conn, client: TcpStream, hello: Hello, sni: &str)
     let activity = Activity::new();
     let (client_r, mut client_w) = tokio::io::split(client_tls);
     let mut incoming = Incoming::new(client_r, activity.clone());
-    let Some(first) = first_head(conn, Proto::Tls, &mut incoming, &mut client_w).await else {
+    let Some(first) = first_head(conn, (Proto::Tls, Some(sni)), &mut incoming, &mut client_w).await
+    else {
         return;
     };
 
