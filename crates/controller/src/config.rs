@@ -28,6 +28,8 @@ pub struct Config {
     #[serde(default)]
     pub qemu: weft_vmm::qemu::QemuConfig,
     #[serde(default)]
+    pub netns: weft_vmm::netns::NetnsConfig,
+    #[serde(default)]
     pub accounts: Vec<AccountConfig>,
 }
 
@@ -159,9 +161,9 @@ impl Config {
             )));
         }
         self.dns.upstream_addrs(self.pool_gateway())?;
-        if self.driver != "qemu" {
+        if self.driver != "qemu" && self.driver != "netns" {
             return Err(ConfigError::Invalid(format!(
-                "driver '{}' is not known; use \"qemu\"",
+                "driver '{}' is not known; use \"qemu\" or \"netns\"",
                 self.driver
             )));
         }

@@ -69,7 +69,11 @@ impl Controller {
         let image_ref = req.image.as_ref().ok_or_else(|| {
             Error::bad_request("Missing image: give the image to boot, such as \"base\"")
         })?;
-        let image = images::resolve(&self.config.images_dir, image_ref.as_str())?;
+        let image = images::resolve(
+            &self.config.images_dir,
+            image_ref.as_str(),
+            self.driver.boots_kernel(),
+        )?;
 
         if let Some(name) = &req.name {
             check_name(name)

@@ -24,7 +24,8 @@ struct ImageToml {
 
 /// Finds an image by the name the API was given: `base`, `base:latest`, `team/app:v2`. The
 /// tag `latest` is the image's own directory; another tag `t` is `<name>@t`.
-pub fn resolve(images_dir: &Path, reference: &str) -> Result<Image, Error> {
+/// With `needs_kernel` false (drivers that boot no kernel), a directory is enough.
+pub fn resolve(images_dir: &Path, reference: &str, needs_kernel: bool) -> Result<Image, Error> {
     let bad = || {
         Error::bad_request(format!(
             "Invalid image '{reference}': expected a name such as 'base' or 'base:latest' \
@@ -51,7 +52,12 @@ pub fn resolve(images_dir: &Path, reference: &str) -> Result<Image, Error> {
         Some(tag) => images_dir.join(format!("{name}@{tag}")),
     };
     let kernel = dir.join("kernel");
-    if !kernel.is_file() {
+    let found = if needs_kernel {
+        kernel.is_file()
+    } else {
+        dir.is_dir()
+    };
+    if !found {
         return Err(Error::not_found(format!("image '{reference}' not found")));
     }
     let initrd = dir.join("initrd");
@@ -82,7 +88,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("base")).unwrap();
         std::fs::write(dir.join("base/kernel"), b"k").unwrap();
 
-        let image = resolve(&dir, "base:latest").unwrap();
+        let image = resolve(&dir, "base:latest", true).unwrap();
         let expected = Image {
             kernel: dir.join("base/kernel"),
             initrd: None,
@@ -90,32 +96,38 @@ mod tests {
             min_memory_mb: None,
         };
         assert_eq!(image, expected);
-        assert_eq!(resolve(&dir, "base").unwrap(), expected);
+        assert_eq!(resolve(&dir, "base", true).unwrap(), expected);
         std::fs::write(
             dir.join("base/image.toml"),
             "default_args = [\"/bin/app\", \"-v\"]\nmin_memory_mb = 96\n",
         )
         .unwrap();
         assert_eq!(
-            resolve(&dir, "base").unwrap().default_args,
+            resolve(&dir, "base", true).unwrap().default_args,
             ["/bin/app", "-v"]
         );
-        assert_eq!(resolve(&dir, "base").unwrap().min_memory_mb, Some(96));
+        assert_eq!(resolve(&dir, "base", true).unwrap().min_memory_mb, Some(96));
         assert_eq!(
-            resolve(&dir, "nope").unwrap_err().code,
+            resolve(&dir, "nope", true).unwrap_err().code,
             crate::Code::NotFound
         );
         assert_eq!(
-            resolve(&dir, "base:v2").unwrap_err().code,
+            resolve(&dir, "base:v2", true).unwrap_err().code,
             crate::Code::NotFound
         );
         for bad in ["../etc", "base/..", "/abs", "a b", "base:", "", "a:b:c"] {
             assert_eq!(
-                resolve(&dir, bad).unwrap_err().code,
+                resolve(&dir, bad, true).unwrap_err().code,
                 crate::Code::BadRequest,
                 "{bad}"
             );
         }
+        std::fs::create_dir_all(dir.join("bare")).unwrap();
+        assert_eq!(
+            resolve(&dir, "bare", true).unwrap_err().code,
+            crate::Code::NotFound
+        );
+        assert!(resolve(&dir, "bare", false).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

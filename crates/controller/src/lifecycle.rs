@@ -94,7 +94,11 @@ impl Controller {
 
     fn guest_spec(&self, record: &Record) -> Result<GuestSpec, Error> {
         let instance = &record.instance;
-        let image = images::resolve(&self.config.images_dir, &instance.image)?;
+        let image = images::resolve(
+            &self.config.images_dir,
+            &instance.image,
+            self.driver.boots_kernel(),
+        )?;
         let facts: Vec<_> = record.interfaces.iter().map(net_facts).collect();
         let args = BootArgs {
             netdevs: netdev_configs(&facts, instance.gateway, instance.nameserver),

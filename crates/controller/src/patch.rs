@@ -56,7 +56,11 @@ impl Controller {
         let mut instance = self.find_by_uuid(&record.instance.uuid).await?.instance;
 
         if let Some(image) = &req.image {
-            images::resolve(&self.config.images_dir, image.as_str())?;
+            images::resolve(
+                &self.config.images_dir,
+                image.as_str(),
+                self.driver.boots_kernel(),
+            )?;
             instance.image = image.as_str().to_string();
         }
         let probe = crate::request::CreateRequest {
@@ -72,7 +76,11 @@ impl Controller {
             instance.env = env;
         }
         if let Some(memory_mb) = req.memory_mb {
-            let image = images::resolve(&self.config.images_dir, &instance.image)?;
+            let image = images::resolve(
+                &self.config.images_dir,
+                &instance.image,
+                self.driver.boots_kernel(),
+            )?;
             instance.memory_mb =
                 crate::validate::check_memory(memory_mb, &instance.image, image.min_memory_mb)?;
         }

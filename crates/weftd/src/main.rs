@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use weft_controller::{Config, Controller};
+use weft_vmm::netns::NetnsDriver;
 use weft_vmm::qemu::QemuDriver;
 
 #[derive(Parser)]
@@ -52,7 +53,10 @@ async fn main() -> anyhow::Result<()> {
     let hostnet = weft_hostnet::HostNet::connect()
         .await
         .context("connecting to netlink")?;
-    let driver = Arc::new(QemuDriver::new(config.qemu.clone()));
+    let driver: Arc<dyn weft_vmm::Driver> = match config.driver.as_str() {
+        "netns" => Arc::new(NetnsDriver::new(config.netns.clone())),
+        _ => Arc::new(QemuDriver::new(config.qemu.clone())),
+    };
     let listen = config.listen;
 
     let dns = config.dns.clone();
