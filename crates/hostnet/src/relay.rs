@@ -263,21 +263,37 @@ impl HostNet {
         HostNetError::collect(errors)
     }
 
-    /// Removes the routes of relay tables that no rule uses any more, with the neighbour
-    /// entries of their gateways; `relay` is the relay just left, whose neighbour goes too
-    /// when its table is unused, even if the table's route was already gone.
+    /// Removes the routes of relay tables that neither a rule nor an installed relay uses any
+    /// more, with the neighbour entries of their gateways; `relay` is the relay just left,
+    /// whose neighbour goes too when nothing uses it, even if its table's route was already
+    /// gone.
     async fn remove_unused_relay_tables(
         &self,
         relay: Option<u32>,
         relay_addr: Ipv4Addr,
     ) -> Result<(), HostNetError> {
         let h = &self.handle;
-        let used: HashSet<u32> = policy::rules(h)
+        let records = self.relayed().await?;
+        let taps: HashSet<&str> = records.iter().map(|r| r.relay.tap.as_str()).collect();
+        let indexes = link::link_names(h, |name| taps.contains(name)).await?;
+        let in_use: HashSet<(u32, Ipv4Addr)> = records
+            .iter()
+            .flat_map(|r| {
+                let addr = r.relay.addr;
+                let tap = &r.relay.tap;
+                indexes
+                    .iter()
+                    .filter(move |(_, name)| *name == tap)
+                    .map(move |(index, _)| (*index, addr))
+            })
+            .collect();
+        let mut used: HashSet<u32> = policy::rules(h)
             .await?
             .into_iter()
             .filter(|rule| rule.priority == policy::RELAY_PRIORITY)
             .map(|rule| rule.table)
             .collect();
+        used.extend(in_use.iter().map(|(index, _)| policy::relay_table(*index)));
 
         let mut errors = Vec::new();
         let mut gateways = HashSet::new();
@@ -293,12 +309,10 @@ impl HostNet {
             }
         }
         if let Some(index) = relay {
-            if !used.contains(&policy::relay_table(index)) {
-                gateways.insert((index, relay_addr));
-            }
+            gateways.insert((index, relay_addr));
         }
-        for (index, addr) in gateways {
-            if let Err(e) = neigh::delete_entry(h, index, addr).await {
+        for (index, addr) in gateways.difference(&in_use) {
+            if let Err(e) = neigh::delete_entry(h, *index, *addr).await {
                 errors.push(e);
             }
         }

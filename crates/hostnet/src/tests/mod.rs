@@ -6,6 +6,7 @@ mod forwarding;
 mod guest;
 mod pool;
 mod relay;
+mod relay_own;
 mod relay_state;
 
 use std::fs::File;

@@ -326,3 +326,35 @@ fn direct_dns_reaches_the_nameserver_and_nothing_else_does() {
         assert!(datagram(&resolver).is_none());
     });
 }
+
+#[test]
+fn a_detached_pool_client_is_cut_off() {
+    in_netns("relay_detached", |handle| async move {
+        let (net, mut w) = pool_with_relay(&handle, Some(GATEWAY)).await;
+        net.detach_relayed(&relayed("wtap0", CLIENT, Some(GATEWAY)))
+            .await
+            .unwrap();
+
+        w.client
+            .send_udp((CLIENT, 4000), (FAR, FAR_PORT), b"nowhere");
+        w.client.send_ping(CLIENT, GATEWAY, 1);
+        w.client.send_syn(CLIENT, GATEWAY, 40000, 53);
+        w.client.send_ping(CLIENT, CLIENT2, 2);
+        assert!(datagram(&w.far).is_none(), "nothing on the uplink");
+        assert!(w.client.wait_for(SILENCE, |_| true).is_none(), "no answer");
+        assert!(w.relay.wait_for(SILENCE, |p| p.src == CLIENT).is_none());
+        assert!(w.client2.wait_for(SILENCE, |p| p.src == CLIENT).is_none());
+
+        w.relay.send_ping(FAR, CLIENT, 3);
+        assert!(w.client.wait_for(SILENCE, |_| true).is_none());
+
+        // The other client keeps its relay.
+        let sent = w.client2.send_ping(CLIENT2, FAR, 4);
+        assert_at_relay(
+            &mut w.relay,
+            &relayed("wtap2", CLIENT2, None),
+            &sent,
+            "the other client",
+        );
+    });
+}
