@@ -6,69 +6,150 @@ use std::time::Instant;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 use weft_controller::Error;
 
+/// The envelope of every answer. `data` holds the items of a success, named after their
+/// resource; `message` and `errors` tell why a request failed as a whole.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Envelope<D> {
+    pub status: Status,
+    /// Why the request failed (failed requests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub message: Option<String>,
+    /// The items of a success, under the name of their resource.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub data: Option<D>,
+    /// The HTTP code of the failure (failed requests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub errors: Option<Vec<ErrorStatus>>,
+    /// The time the server spent on the request, in microseconds.
+    pub op_time_us: u64,
+}
+
+/// How a request fared: `partial_success` when some of its items failed, `error` when all
+/// did or when the request failed as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Success,
+    Error,
+    PartialSuccess,
+}
+
+/// An entry of `errors`.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+pub struct ErrorStatus {
+    /// The HTTP code of the answer.
+    #[schema(example = 400)]
+    pub status: u16,
+}
+
+/// The data of an answer that has none.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NoData {}
+
+/// The `data` of an answer: its items, named after their resource.
+pub trait Data {
+    /// How many of the items failed, and how many there are.
+    fn failed(&self) -> (usize, usize);
+}
+
+/// How one item of an answer fared. Every item repeats its `status`; a failed one also says
+/// why, so that a call on several objects can partly succeed.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Outcome {
+    pub status: ItemStatus,
+    /// Why the item failed (failed items only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub message: Option<String>,
+    /// The HTTP code of the item's failure (failed items only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = 404)]
+    pub error: Option<u16>,
+}
+
+/// How one item fared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    Success,
+    Error,
+}
+
+impl Outcome {
+    pub fn success() -> Outcome {
+        Outcome {
+            status: ItemStatus::Success,
+            message: None,
+            error: None,
+        }
+    }
+}
+
 /// An API answer, rendered in the envelope when it is sent.
-pub struct Reply {
+pub struct Reply<D> {
     http: StatusCode,
-    body: Map<String, Value>,
+    envelope: Envelope<D>,
     started: Instant,
 }
 
-impl Reply {
-    /// A success holding `items` of `resource` (each item carries its own `status`); when
-    /// some items failed and some did not, the status is `partial_success`.
-    pub fn items(resource: &str, items: Vec<Value>, started: Instant) -> Reply {
-        let failed = items.iter().filter(|i| i["status"] == "error").count();
-        let status = match failed {
-            0 => "success",
-            n if n == items.len() => "error",
-            _ => "partial_success",
+impl<D: Data> Reply<D> {
+    /// A success holding items (each item carries its own `status`); when some items failed
+    /// and some did not, the status is `partial_success`.
+    pub fn data(data: D, started: Instant) -> Self {
+        let status = match data.failed() {
+            (0, _) => Status::Success,
+            (failed, all) if failed == all => Status::Error,
+            _ => Status::PartialSuccess,
         };
-        let mut body = Map::new();
-        body.insert("status".into(), status.into());
-        body.insert("data".into(), json!({ resource: items }));
+        Reply::new(StatusCode::OK, status, Some(data), started)
+    }
+}
+
+impl<D> Reply<D> {
+    fn new(http: StatusCode, status: Status, data: Option<D>, started: Instant) -> Self {
         Reply {
-            http: StatusCode::OK,
-            body,
+            http,
+            envelope: Envelope {
+                status,
+                message: None,
+                data,
+                errors: None,
+                op_time_us: 0,
+            },
             started,
         }
     }
 
-    pub fn plain_success(started: Instant) -> Reply {
-        let mut body = Map::new();
-        body.insert("status".into(), "success".into());
-        Reply {
-            http: StatusCode::OK,
-            body,
-            started,
-        }
+    /// A success without data.
+    pub fn plain_success(started: Instant) -> Self {
+        Reply::new(StatusCode::OK, Status::Success, None, started)
     }
 
-    pub fn error(err: &Error, started: Instant) -> Reply {
+    pub fn error(err: &Error, started: Instant) -> Self {
         let code = err.code.http_status();
-        let mut body = Map::new();
-        body.insert("status".into(), "error".into());
-        body.insert("message".into(), err.message.clone().into());
-        body.insert("errors".into(), json!([{ "status": code }]));
-        Reply {
-            http: StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body,
-            started,
-        }
+        let http = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut reply = Reply::new(http, Status::Error, None, started);
+        reply.envelope.message = Some(err.message.clone());
+        reply.envelope.errors = Some(vec![ErrorStatus { status: code }]);
+        reply
     }
 }
 
-impl IntoResponse for Reply {
+impl<D: Serialize> IntoResponse for Reply<D> {
     fn into_response(mut self) -> Response {
-        let op_time_us = self.started.elapsed().as_micros() as u64;
-        self.body.insert("op_time_us".into(), op_time_us.into());
-        (self.http, Json(Value::Object(self.body))).into_response()
+        self.envelope.op_time_us = self.started.elapsed().as_micros() as u64;
+        (self.http, Json(self.envelope)).into_response()
     }
 }
 
-pub async fn not_found(uri: axum::http::Uri) -> Reply {
+pub async fn not_found(uri: axum::http::Uri) -> Reply<NoData> {
     Reply::error(
         &Error::not_found(format!("No such endpoint: {}", uri.path())),
         Instant::now(),

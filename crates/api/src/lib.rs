@@ -1,43 +1,81 @@
 //! weft's HTTP API, compatible with Unikraft Cloud's instance API (SPEC section 2): one
-//! envelope for every answer, bearer tokens, and strict request parsing.
+//! envelope for every answer, bearer tokens, and strict request parsing. Every route is
+//! registered together with its OpenAPI documentation, so that the document served at
+//! `/openapi.json` describes exactly the routes the server has.
 
+mod doc;
 mod envelope;
 mod instances;
 mod strict;
 mod view;
 
-use std::sync::Arc;
+#[cfg(test)]
+mod openapi_tests;
 
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, put};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use weft_controller::Controller;
 
-pub use envelope::Reply;
+use envelope::{Envelope, NoData, Reply};
+
+pub use doc::openapi;
 
 /// Request bodies larger than this are refused before they are parsed.
 pub const BODY_LIMIT: usize = 256 * 1024;
 
+const TAG_INSTANCES: &str = "instances";
+const TAG_META: &str = "meta";
+
 /// The API's router, ready to be served.
 pub fn router(controller: Arc<Controller>) -> Router {
-    Router::new()
-        .route("/v1/healthz", get(healthz))
-        .route(
-            "/v1/instances",
-            get(instances::list).post(instances::create),
-        )
-        .route(
-            "/v1/instances/{id}",
-            get(instances::get).delete(instances::delete),
-        )
-        .route("/v1/instances/{id}/start", put(instances::start))
-        .route("/v1/instances/{id}/stop", put(instances::stop))
-        .route("/v1/instances/{id}/log", get(instances::log))
-        .fallback(envelope::not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(controller)
+    let (routes, _) = documented_routes().split_for_parts();
+    finish(routes, controller)
 }
 
-async fn healthz() -> Reply {
-    Reply::plain_success(std::time::Instant::now())
+/// Every route of the API with its documentation. The state is generic only so that tests
+/// can route requests without a controller; the server's state is the controller.
+fn documented_routes<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Controller>: FromRef<S>,
+{
+    OpenApiRouter::with_openapi(doc::base())
+        .routes(routes!(healthz))
+        .routes(routes!(doc::serve))
+        .routes(routes!(instances::list, instances::create))
+        .routes(routes!(instances::get, instances::delete))
+        .routes(routes!(instances::start))
+        .routes(routes!(instances::stop))
+        .routes(routes!(instances::log))
+}
+
+/// What every answer goes through besides its route: the envelope for unknown paths and the
+/// body limit.
+fn finish<S>(routes: Router<S>, state: S) -> Router
+where
+    S: Clone + Send + Sync + 'static,
+{
+    routes
+        .fallback(envelope::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Health check
+///
+/// Answers as soon as the server runs; needs no token.
+#[utoipa::path(
+    get,
+    path = "/v1/healthz",
+    operation_id = "healthz",
+    tag = TAG_META,
+    responses((status = 200, description = "The server runs", body = Envelope<NoData>))
+)]
+async fn healthz() -> Reply<NoData> {
+    Reply::plain_success(Instant::now())
 }
