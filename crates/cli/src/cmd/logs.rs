@@ -25,7 +25,8 @@ struct Window {
     output: Vec<u8>,
     end: u64,
     start: u64,
-    available: u64,
+    /// Where all the output there is ends, when weftd says.
+    available: Option<u64>,
 }
 
 fn fetch(ctx: &Ctx, id: &str, offset: i64, limit: u64) -> Result<Window> {
@@ -46,7 +47,7 @@ fn fetch(ctx: &Ctx, id: &str, offset: i64, limit: u64) -> Result<Window> {
     Ok(Window {
         end: number(&item["range"]["end"]),
         start: number(&item["range"]["start"]),
-        available: number(&item["available"]["end"]),
+        available: item["available"]["end"].as_u64(),
         output,
     })
 }
@@ -65,7 +66,7 @@ pub fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
                 let w = fetch(ctx, id, offset as i64, CHUNK)?;
                 write(&w.output);
                 offset = w.end;
-                if w.output.is_empty() || w.end >= w.available {
+                if w.output.is_empty() || w.available.is_some_and(|a| w.end >= a) {
                     break offset;
                 }
             }
@@ -79,7 +80,7 @@ pub fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
     let mut stopped = false;
     loop {
         let w = fetch(ctx, id, offset as i64, CHUNK)?;
-        if w.available < offset {
+        if w.available.is_some_and(|a| a < offset) {
             // The console started over (a new boot): follow the new one from its start.
             offset = 0;
             continue;
