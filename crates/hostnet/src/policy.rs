@@ -285,3 +285,54 @@ pub(crate) async fn delete_relay_route(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 2);
+    const NS: Ipv4Addr = Ipv4Addr::new(10, 100, 255, 254);
+
+    #[test]
+    fn a_client_goes_to_its_relays_table_after_the_exceptions() {
+        let rules = wanted(C, "wtap1", 7, None);
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            (rules[0].priority, rules[0].iif.as_deref(), rules[0].table),
+            (KEEP_PRIORITY, Some("wtap1"), 254)
+        );
+        assert_eq!(
+            (rules[1].priority, rules[1].table),
+            (RELAY_PRIORITY, 1_000_000_007)
+        );
+        assert!(rules.iter().all(|r| r.to == C));
+        assert!(KEEP_PRIORITY < RELAY_PRIORITY && RELAY_PRIORITY < 32766);
+    }
+
+    #[test]
+    fn direct_dns_keeps_the_nameservers_answers() {
+        let rules = wanted(C, "wtap1", 7, Some(NS));
+        let dns: Vec<_> = rules.iter().filter(|r| r.sport.is_some()).collect();
+        assert_eq!(dns.len(), 2);
+        assert!(dns
+            .iter()
+            .all(|r| r.from == Some(NS) && r.priority == KEEP_PRIORITY && r.table == 254));
+        assert_eq!(dns[0].sport, Some((17, 53)));
+        assert_eq!(dns[1].sport, Some((6, 53)));
+    }
+
+    #[test]
+    fn rules_read_back_as_written() {
+        for rule in wanted(C, "wtap1", 7, Some(NS)) {
+            assert_eq!(parse_rule(&rule_message(&rule)), Some(rule));
+        }
+    }
+
+    #[test]
+    fn relay_tables_stay_in_their_range() {
+        assert!(is_relay_table(relay_table(1)));
+        assert!(is_relay_table(relay_table(i32::MAX as u32)));
+        assert!(!is_relay_table(254));
+        assert!(!is_relay_table(RELAY_TABLE_BASE - 1));
+    }
+}

@@ -274,3 +274,184 @@ pub(crate) fn remove_netdev() -> Nftables<'static> {
         .into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+    use weft_model::MacAddr;
+
+    use super::*;
+    use crate::RelayEnd;
+
+    fn relayed(client_pool: bool, dns: Option<Ipv4Addr>) -> Relayed {
+        let end = |tap: &str, addr: Ipv4Addr, pool| RelayEnd {
+            tap: tap.into(),
+            addr,
+            mac: MacAddr::for_pool_address(addr),
+            pool,
+        };
+        Relayed {
+            client: end("wtap0", Ipv4Addr::new(10, 100, 0, 2), client_pool),
+            relay: end("wtap1", Ipv4Addr::new(10, 100, 0, 3), true),
+            dns_direct: dns,
+        }
+    }
+
+    fn batch(r: &Relayed) -> Vec<Value> {
+        let value = serde_json::to_value(attach_relayed(r, "rec")).unwrap();
+        value["nftables"].as_array().unwrap().clone()
+    }
+
+    fn rules(objects: &[Value], chain: &str) -> Vec<Value> {
+        objects
+            .iter()
+            .filter(|o| o["add"]["rule"]["chain"] == chain)
+            .map(|o| o["add"]["rule"].clone())
+            .collect()
+    }
+
+    #[test]
+    fn chains_hook_the_client_and_the_relay_taps() {
+        let objects = batch(&relayed(true, None));
+        let chains: Vec<_> = objects
+            .iter()
+            .filter_map(|o| o["add"].get("chain"))
+            .filter(|c| c.get("hook").is_some())
+            .map(|c| {
+                (
+                    c["name"].clone(),
+                    c["hook"].clone(),
+                    c["dev"].clone(),
+                    c["policy"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            chains,
+            vec![
+                (
+                    json!("client-wtap0-in"),
+                    json!("ingress"),
+                    json!("wtap0"),
+                    json!("drop")
+                ),
+                (
+                    json!("client-wtap0-out"),
+                    json!("egress"),
+                    json!("wtap0"),
+                    json!("drop")
+                ),
+                (
+                    json!("relay-for-wtap0"),
+                    json!("ingress"),
+                    json!("wtap1"),
+                    json!("accept")
+                ),
+            ]
+        );
+        // Each chain is removed first, whether or not it is there.
+        for name in ["client-wtap0-in", "client-wtap0-out", "relay-for-wtap0"] {
+            let at = |cmd: &str| {
+                objects
+                    .iter()
+                    .position(|o| {
+                        o[cmd]["chain"]["name"] == name && o[cmd]["chain"].get("hook").is_none()
+                    })
+                    .unwrap()
+            };
+            assert!(at("add") < at("flush") && at("flush") < at("delete"));
+        }
+    }
+
+    #[test]
+    fn the_client_reaches_only_its_relay() {
+        let objects = batch(&relayed(true, None));
+        let cin = rules(&objects, "client-wtap0-in");
+        assert_eq!(cin.len(), 2);
+        assert_eq!(cin[0]["expr"][0]["match"]["right"], json!("10.100.0.2"));
+        assert_eq!(
+            cin[1]["expr"][1],
+            json!({"fwd": {"dev": "wtap1", "family": "ip", "addr": "10.100.0.3"}})
+        );
+        assert_eq!(cin[1]["comment"], json!("rec"));
+
+        let rfor = rules(&objects, "relay-for-wtap0");
+        assert_eq!(
+            rfor[0]["expr"][2],
+            json!({"fwd": {"dev": "wtap0", "family": "ip", "addr": "10.100.0.2"}})
+        );
+        assert_eq!(rfor[0]["expr"][1]["mangle"]["value"], json!(RELAYED_MARK));
+        assert!(rfor[1]["expr"][1].get("drop").is_some());
+
+        let cout = rules(&objects, "client-wtap0-out");
+        assert_eq!(cout.len(), 2);
+        assert_eq!(cout[1]["expr"][0]["match"]["right"], json!(RELAYED_MARK));
+    }
+
+    #[test]
+    fn direct_dns_opens_both_directions_for_the_nameserver_only() {
+        let ns = Ipv4Addr::new(10, 100, 255, 254);
+        let objects = batch(&relayed(true, Some(ns)));
+        let cin = rules(&objects, "client-wtap0-in");
+        let cout = rules(&objects, "client-wtap0-out");
+        assert_eq!((cin.len(), cout.len()), (4, 4));
+        for (rule, proto) in cin[1..3].iter().zip(["udp", "tcp"]) {
+            assert_eq!(rule["expr"][0]["match"]["right"], json!("10.100.255.254"));
+            assert_eq!(
+                rule["expr"][1]["match"]["left"]["payload"]["protocol"],
+                json!(proto)
+            );
+            assert_eq!(
+                rule["expr"][1]["match"]["left"]["payload"]["field"],
+                json!("dport")
+            );
+        }
+        for rule in &cout[2..4] {
+            assert_eq!(
+                rule["expr"][0]["match"]["left"]["payload"]["field"],
+                json!("saddr")
+            );
+            assert_eq!(
+                rule["expr"][1]["match"]["left"]["payload"]["field"],
+                json!("sport")
+            );
+        }
+    }
+
+    #[test]
+    fn elements_follow_the_kinds_of_the_ends() {
+        let names = |r: &Relayed| -> Vec<Value> {
+            batch(r)
+                .iter()
+                .filter_map(|o| o["add"].get("element"))
+                .map(|e| json!([e["name"], e["elem"][0]]))
+                .collect()
+        };
+        let relay_elem = json!(["guests", {"concat": ["wtap1", "10.100.0.2"]}]);
+        let client_elem = json!(["guests", {"concat": ["wtap0", "10.100.0.2"]}]);
+        let masq = json!(["relayed", "10.100.0.2"]);
+        let ns = Some(Ipv4Addr::new(10, 100, 255, 254));
+        assert_eq!(
+            names(&relayed(true, None)),
+            vec![relay_elem.clone(), masq.clone()]
+        );
+        assert_eq!(
+            names(&relayed(true, ns)),
+            vec![relay_elem.clone(), client_elem, masq.clone()]
+        );
+        assert_eq!(names(&relayed(false, ns)), vec![relay_elem, masq]);
+    }
+
+    #[test]
+    fn detach_removes_the_chains_whether_or_not_they_are_there() {
+        let value = serde_json::to_value(detach_relayed("wtap0")).unwrap();
+        let objects = value["nftables"].as_array().unwrap();
+        assert_eq!(objects.len(), 10);
+        assert_eq!(objects[0]["add"]["table"]["family"], json!("netdev"));
+        assert!(objects
+            .iter()
+            .all(|o| o.get("add").is_some_and(|a| a.get("rule").is_none())
+                || o.get("flush").is_some()
+                || o.get("delete").is_some()));
+    }
+}

@@ -106,7 +106,17 @@ impl TestGuest {
     }
 
     pub(crate) fn send_frame(&mut self, dst_mac: [u8; 6], ethertype: u16, payload: &[u8]) {
-        let mut frame = vec![0u8; VNET_HDR_LEN];
+        self.send_frame_with([0u8; VNET_HDR_LEN], dst_mac, ethertype, payload);
+    }
+
+    fn send_frame_with(
+        &mut self,
+        vnet_hdr: [u8; VNET_HDR_LEN],
+        dst_mac: [u8; 6],
+        ethertype: u16,
+        payload: &[u8],
+    ) {
+        let mut frame = vnet_hdr.to_vec();
         frame.extend_from_slice(&dst_mac);
         frame.extend_from_slice(&self.mac);
         frame.extend_from_slice(&ethertype.to_be_bytes());
@@ -154,6 +164,40 @@ impl TestGuest {
         udp.extend_from_slice(data);
         with_l4_checksum(src, dst, 17, &mut udp, 6);
         self.send_ip(src, dst, 17, &udp)
+    }
+
+    /// Sends a UDP datagram whose checksum the "NIC" is to complete, as a guest with checksum
+    /// offload does: the checksum field holds the pseudo-header sum and the virtio-net header
+    /// says where the checksum starts and goes.
+    pub(crate) fn send_udp_offloaded(
+        &mut self,
+        (src, sport): (Ipv4Addr, u16),
+        (dst, dport): (Ipv4Addr, u16),
+        data: &[u8],
+    ) {
+        let len = (8 + data.len()) as u16;
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&src.octets());
+        pseudo.extend_from_slice(&dst.octets());
+        pseudo.extend_from_slice(&[0, 17]);
+        pseudo.extend_from_slice(&len.to_be_bytes());
+        let partial = !checksum(&[&pseudo]);
+
+        let mut udp = Vec::new();
+        udp.extend_from_slice(&sport.to_be_bytes());
+        udp.extend_from_slice(&dport.to_be_bytes());
+        udp.extend_from_slice(&len.to_be_bytes());
+        udp.extend_from_slice(&partial.to_be_bytes());
+        udp.extend_from_slice(data);
+        let ip = ip_packet(src, dst, 17, &udp);
+
+        // flags NEEDS_CSUM, no GSO; csum_start and csum_offset in the guest's (x86: little)
+        // byte order.
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        hdr[0] = 1;
+        hdr[6..8].copy_from_slice(&((ETH_LEN + 20) as u16).to_le_bytes());
+        hdr[8..10].copy_from_slice(&6u16.to_le_bytes());
+        self.send_frame_with(hdr, self.next_hop_mac, ETHERTYPE_IPV4, &ip);
     }
 
     /// Broadcasts "who has `target`? tell `sender`".
@@ -303,6 +347,18 @@ impl Received {
                 .l4
                 .get(13)
                 .is_some_and(|flags| flags & 0x04 != 0 || flags & 0x12 == 0x12)
+    }
+
+    /// Whether this is a UDP datagram with a complete, valid checksum.
+    pub(crate) fn has_valid_udp_checksum(&self) -> bool {
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&self.src.octets());
+        pseudo.extend_from_slice(&self.dst.octets());
+        pseudo.extend_from_slice(&[0, 17]);
+        pseudo.extend_from_slice(&(self.l4.len() as u16).to_be_bytes());
+        self.proto == 17
+            && self.l4.get(6..8) != Some(&[0, 0][..])
+            && checksum(&[&pseudo, &self.l4]) == 0
     }
 
     /// Whether this is `sent` as a router passes it on: one hop less, checksum adjusted,

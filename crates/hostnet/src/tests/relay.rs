@@ -163,6 +163,17 @@ fn everything_a_pool_client_sends_arrives_at_its_relay() {
         assert!(w.other.wait_for(SILENCE, |p| p.src == CLIENT).is_none());
         assert!(w.client2.wait_for(SILENCE, |p| p.src == CLIENT).is_none());
 
+        // A guest with checksum offload leaves the checksum to the NIC: the relay's NIC gets
+        // it complete.
+        w.client
+            .send_udp_offloaded((CLIENT, 4002), (FAR, FAR_PORT), b"offloaded checksum");
+        assert!(w
+            .relay
+            .wait_for(ANSWER, |p| p.is_udp(CLIENT, FAR, FAR_PORT)
+                && p.l4.ends_with(b"offloaded checksum"))
+            .expect("offloaded datagram at the relay")
+            .has_valid_udp_checksum());
+
         // Whatever the destination MAC, and nothing but IPv4.
         w.client.next_hop_mac = [0x02, 0, 0, 0, 0, 0x77];
         let sent = w.client.send_ping(CLIENT, FAR, 4);
@@ -206,6 +217,13 @@ fn everything_for_a_pool_client_comes_from_its_relay() {
             .expect("relay reaches the client");
         assert_eq!(got.dst_mac, client_mac);
         assert!(w.client2.wait_for(SILENCE, |p| p.src == FAR).is_none());
+        w.relay
+            .send_udp_offloaded((FAR, FAR_PORT), (CLIENT, 4000), b"offloaded");
+        assert!(w
+            .client
+            .wait_for(ANSWER, |p| p.is_udp(FAR, CLIENT, 4000))
+            .expect("offloaded datagram at the client")
+            .has_valid_udp_checksum());
 
         // The relay has the client on-link: the host answers its ARP with the TAP's MAC.
         w.relay.send_arp_request(RELAY, CLIENT);
