@@ -176,16 +176,83 @@ fn load_module(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Flushes the filesystems and powers the VM off. Never returns: PID 1 must not exit.
-pub fn power_off() -> ! {
-    // SAFETY: sync and reboot take no pointers; RB_POWER_OFF is what PID 1 may ask for.
-    unsafe {
-        libc::sync();
-        libc::reboot(libc::RB_POWER_OFF);
-    }
+/// The I/O port of QEMU's `isa-debug-exit` device, which the QEMU driver adds to the VM.
+#[cfg(target_arch = "x86_64")]
+const EXIT_PORT: u16 = 0xf4;
+
+/// Ends the VM with the app's exit code: flushes the filesystems and the console, then tells
+/// the VMM the code through the `isa-debug-exit` port, and powers off when that did not end
+/// the VM (a VMM without the device, or another architecture). Never returns: PID 1 must
+/// not exit.
+pub fn power_off(code: i32) -> ! {
+    // SAFETY: sync takes no arguments.
+    unsafe { libc::sync() };
+    drain_console();
+    #[cfg(target_arch = "x86_64")]
+    report_exit_code(code);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = code;
+
+    // SAFETY: reboot takes no pointers; RB_POWER_OFF is what PID 1 may ask for.
+    unsafe { libc::reboot(libc::RB_POWER_OFF) };
     fail!("power off: {}", io::Error::last_os_error());
     loop {
         // SAFETY: pause only suspends the thread until a signal arrives.
         unsafe { libc::pause() };
+    }
+}
+
+/// Waits until the serial console has sent everything written to it: the VMM may end the
+/// VM the moment the exit code is written, and the last lines must not be lost.
+fn drain_console() {
+    for fd in [1, 2] {
+        // SAFETY: tcdrain only waits on the descriptor; on one that is not a terminal it
+        // fails with ENOTTY, which is fine.
+        unsafe { libc::tcdrain(fd) };
+    }
+}
+
+/// The byte written to the exit port for an exit code. QEMU exits with `(byte << 1) | 1`, and
+/// a process's exit status keeps only 8 bits of that, so 0 to 127 arrive exactly and larger
+/// codes (128 + N after signal N) saturate at 127.
+#[cfg(any(target_arch = "x86_64", test))]
+fn exit_port_value(code: i32) -> u8 {
+    code.clamp(0, 127) as u8
+}
+
+/// Writes the exit code to the `isa-debug-exit` port; with the device, QEMU ends here.
+#[cfg(target_arch = "x86_64")]
+fn report_exit_code(code: i32) {
+    // SAFETY: ioperm only changes this process's I/O permission bitmap; PID 1 runs as root
+    // with CAP_SYS_RAWIO.
+    if unsafe { libc::ioperm(libc::c_ulong::from(EXIT_PORT), 1, 1) } != 0 {
+        return fail!("exit port: {}", io::Error::last_os_error());
+    }
+    let value = exit_port_value(code);
+    // SAFETY: ioperm granted access to this port just above. The write reaches the VMM's
+    // debug-exit device, or no device at all, where it is ignored; it touches no memory of
+    // this process.
+    unsafe {
+        std::arch::asm!(
+            "out dx, al",
+            in("dx") EXIT_PORT,
+            in("al") value,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_saturate_at_what_an_exit_status_can_carry() {
+        assert_eq!(exit_port_value(0), 0);
+        assert_eq!(exit_port_value(3), 3);
+        assert_eq!(exit_port_value(127), 127);
+        assert_eq!(exit_port_value(128 + 9), 127);
+        assert_eq!(exit_port_value(255), 127);
+        assert_eq!(exit_port_value(-1), 0);
     }
 }

@@ -86,7 +86,7 @@ fn main() {
 
     let code = app::run(&args.app_args, &args.env, vm);
     if vm {
-        init::power_off();
+        init::power_off(code);
     }
     std::process::exit(code);
 }

@@ -1,9 +1,13 @@
 //! The QEMU driver: one `qemu-system-x86_64` process per guest, booting the image's kernel
 //! directly, with KVM where the host can use it and TCG emulation elsewhere.
 //!
-//! Each guest keeps its files in its run directory: `console.log` (the serial console),
-//! `qemu.log` (QEMU's own messages), `qmp.sock`, `agent.sock` (the virtio-serial port
-//! [`AGENT_PORT`] for the guest agent) and `qemu.pid`.
+//! Each guest keeps its files in its run directory: `console.log` (the serial console,
+//! emptied at each boot and appended to by QEMU), `qemu.log` (QEMU's own messages),
+//! `qmp.sock`, `agent.sock` (the virtio-serial port [`AGENT_PORT`] for the guest agent) and
+//! `qemu.pid`.
+//!
+//! A guest's exit code is its app's: weft-guest hands it to QEMU's `isa-debug-exit` device,
+//! and [`exit`] reads it back from QEMU's exit status.
 //!
 //! QEMU runs in a process group of its own: a Ctrl-C on weftd's terminal signals the
 //! terminal's foreground group, and that must not take the guests down with weftd. Guests
@@ -12,11 +16,12 @@
 
 mod args;
 mod config;
+mod exit;
 mod qmp;
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -95,6 +100,12 @@ impl Driver for QemuDriver {
         }
         let log = File::create(&files.qemu_log)?;
         let log_err = log.try_clone()?;
+        // QEMU appends to the console log: empty it, so that it holds this boot only.
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&files.console)?;
 
         let argv = args::build(&self.config.machine, self.accel, spec);
         debug!(instance = %spec.id, args = ?argv, "starting QEMU");
@@ -120,7 +131,7 @@ impl Driver for QemuDriver {
         // `start` is abandoned half-way (its future dropped), the waiter kills it, so that no
         // guest runs that nobody knows the pid of.
         let (keep_tx, keep_rx) = oneshot::channel::<()>();
-        let (exit_tx, mut exit_rx) = oneshot::channel();
+        let (exit_tx, mut exit_rx) = oneshot::channel::<Option<ExitStatus>>();
         let instance = spec.id.clone();
         tokio::spawn(async move {
             let status = tokio::select! {
@@ -133,44 +144,59 @@ impl Driver for QemuDriver {
                     child.wait().await
                 }
             };
-            let code = match status {
-                Ok(status) => process::exit_code(status),
+            let status = match status {
+                Ok(status) => {
+                    debug!(instance, pid, ?status, "QEMU exited");
+                    Some(status)
+                }
                 Err(err) => {
                     warn!(instance, pid, error = %err, "cannot wait for QEMU");
-                    -1
+                    None
                 }
             };
-            debug!(instance, pid, code, "QEMU exited");
-            let _ = exit_tx.send(code);
+            let _ = exit_tx.send(status);
         });
 
         let ready = tokio::select! {
-            code = &mut exit_rx => Err(code),
+            status = &mut exit_rx => Err(status),
             ready = qmp::wait_ready(&files.qmp_socket, START_BOUND) => Ok(ready),
         };
         let exited = match ready {
             Ok(Ok(())) => None,
-            Err(code) => Some(code),
+            Err(status) => Some(status),
             Ok(Err(err)) => {
                 // A QEMU that is going down closes its socket first: tell that from a slow one.
-                let code = tokio::time::timeout(EXIT_REPORT_BOUND, &mut exit_rx)
+                let status = tokio::time::timeout(EXIT_REPORT_BOUND, &mut exit_rx)
                     .await
                     .ok();
-                if code.is_none() {
+                if status.is_none() {
                     warn!(instance = %spec.id, pid, error = %err, "QEMU runs but did not answer QMP");
                 }
-                code
+                status
             }
         };
-        if let Some(code) = exited {
-            return Err(early_exit(code.unwrap_or(-1), &files.qemu_log));
+        if let Some(status) = exited {
+            // QEMU's own status: it failed before the guest ran.
+            let code = status.ok().flatten().map_or(-1, process::exit_code);
+            return Err(early_exit(code, &files.qemu_log));
         }
 
         let _ = keep_tx.send(());
         info!(instance = %spec.id, pid, accel = self.accel.qemu_name(), "guest started");
+
+        // From now on QEMU's status is the guest's: decode the app's exit code from it.
+        let (code_tx, code_rx) = oneshot::channel();
+        let instance = spec.id.clone();
+        tokio::spawn(async move {
+            if let Ok(status) = exit_rx.await {
+                let code = status.map_or(-1, exit::guest_exit_code);
+                debug!(instance, pid, code, "guest exited");
+                let _ = code_tx.send(code);
+            }
+        });
         Ok(RunningGuest {
             pid,
-            exited: exit_rx,
+            exited: code_rx,
         })
     }
 

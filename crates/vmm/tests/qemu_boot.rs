@@ -314,18 +314,24 @@ fn boots_a_guest_with_two_nics_and_stops_it() {
 }
 
 #[test]
-fn guest_that_powers_off_reports_its_exit() {
-    if !can_run("guest_that_powers_off_reports_its_exit", true) {
+fn guest_reports_its_app_exit_code_and_console_appends() {
+    if !can_run("guest_reports_its_app_exit_code_and_console_appends", true) {
         return;
     }
     in_netns(|| async {
         let run = RunDir::new();
         let boot = BootArgs {
-            app_args: vec!["/bin/busybox".into(), "true".into()],
+            app_args: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "sleep 2; echo app still writes; exit 3".into(),
+            ],
             ..BootArgs::default()
         };
         let spec = guest(&run.0, vec![], &boot);
         let driver = tcg_driver();
+        let console = driver.console_path(&spec);
+        std::fs::write(&console, "a line of an earlier boot\n").unwrap();
 
         let started = Instant::now();
         let guest = driver.start(&spec).await.expect("start");
@@ -333,14 +339,31 @@ fn guest_that_powers_off_reports_its_exit() {
             pid: guest.pid,
             name: format!("weft-{}", spec.id),
         };
+        let app_start = "weft-guest: app start /bin/sh -c sleep 2; echo app still writes; exit 3";
+        wait_console(&console, &[app_start.to_string()], BOOT_BOUND).await;
+        let before = std::fs::read_to_string(&console).unwrap();
+        assert!(!before.contains("earlier boot"), "{before}");
+
+        // What a keeper of the log's size does: copy it away, then truncate it in place.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&console)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+
         let code = tokio::time::timeout(BOOT_BOUND, guest.exited)
             .await
             .expect("the guest powers off after its app")
             .expect("exit code sent");
-        assert_eq!(code, 0);
+        assert_eq!(code, 3, "the app's exit code, not QEMU's");
 
-        let console = std::fs::read_to_string(driver.console_path(&spec)).unwrap();
-        assert!(console.contains("weft-guest: app exit 0"), "{console}");
+        // QEMU went on at the new end of the file, not at its old offset.
+        let after = std::fs::read(&console).unwrap();
+        let after = String::from_utf8_lossy(&after);
+        assert!(!after.starts_with('\0'), "a hole where the old lines were");
+        assert!(after.starts_with("app still writes"), "{after}");
+        assert!(after.contains("weft-guest: app exit 3"), "{after}");
         eprintln!(
             "guest booted, ran its app and powered off in {:?}",
             started.elapsed()

@@ -25,6 +25,10 @@ const MAX_SOCKET_PATH: usize = 107;
 /// (with `-no-reboot`, a reboot ends QEMU), and only warnings and worse from the kernel.
 const KERNEL_PREFIX: &str = "console=ttyS0 panic=-1 quiet";
 
+/// I/O port of the `isa-debug-exit` device, where weft-guest writes the app's exit code just
+/// before it would power off; QEMU then exits with `(code << 1) | 1`.
+pub(crate) const EXIT_PORT: &str = "0xf4";
+
 /// The files QEMU keeps in the guest's run directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RunFiles {
@@ -135,6 +139,12 @@ pub(crate) fn validate(spec: &GuestSpec) -> Result<(), DriverError> {
     Ok(())
 }
 
+/// Whether the machine type has the ISA bus the `isa-debug-exit` device sits on: the PC
+/// machines (`pc`, `q35`, their versioned `pc-...` names, `isapc`) and `microvm`.
+pub(crate) fn has_isa_bus(machine: &str) -> bool {
+    matches!(machine, "pc" | "q35" | "isapc" | "microvm") || machine.starts_with("pc-")
+}
+
 /// A value inside a QEMU option list, where a comma separates options and `,,` stands for one.
 fn opt(value: &str) -> String {
     value.replace(',', ",,")
@@ -177,12 +187,22 @@ pub(crate) fn build(machine: &str, accel: Accel, spec: &GuestSpec) -> Vec<String
     }
     push(&["-append", &kernel_cmdline(&spec.cmdline)]);
 
-    // A file chardev truncates on open, so each boot starts a fresh console log.
+    // Appending, so that whoever caps the log's size can copy and truncate it while QEMU
+    // writes on at the new end. The driver empties the file before each boot.
     push(&[
         "-chardev",
-        &format!("file,id=console,path={}", opt(path_str(&files.console))),
+        &format!(
+            "file,id=console,path={},append=on",
+            opt(path_str(&files.console))
+        ),
     ]);
     push(&["-serial", "chardev:console"]);
+    if has_isa_bus(machine) {
+        push(&[
+            "-device",
+            &format!("isa-debug-exit,iobase={EXIT_PORT},iosize=0x04"),
+        ]);
+    }
 
     for (i, nic) in spec.nics.iter().enumerate() {
         let slot = FIRST_NIC_SLOT + i as u8;
@@ -360,7 +380,7 @@ mod tests {
         assert_eq!(
             values(&args, "-chardev"),
             [
-                "file,id=console,path=/run/weft/i1/console.log",
+                "file,id=console,path=/run/weft/i1/console.log,append=on",
                 "socket,id=agentsock,path=/run/weft/i1/agent.sock,server=on,wait=off",
             ]
         );
@@ -376,11 +396,34 @@ mod tests {
     }
 
     #[test]
+    fn debug_exit_device_on_machines_with_an_isa_bus() {
+        let s = spec(Path::new("/run/weft/i1"));
+        let exit_device = |machine: &str| {
+            build(machine, Accel::Tcg, &s)
+                .iter()
+                .filter(|a| a.starts_with("isa-debug-exit"))
+                .count()
+        };
+        for machine in ["pc", "q35", "pc-i440fx-7.2", "pc-q35-8.0", "microvm"] {
+            assert_eq!(exit_device(machine), 1, "{machine}");
+        }
+        for machine in ["virt", "none", "xenpv"] {
+            assert_eq!(exit_device(machine), 0, "{machine}");
+        }
+        let args = build("pc", Accel::Tcg, &s);
+        assert!(values(&args, "-device").contains(&"isa-debug-exit,iobase=0xf4,iosize=0x04"));
+    }
+
+    #[test]
     fn commas_in_paths_are_escaped() {
         let args = build("pc", Accel::Tcg, &spec(Path::new("/run/a,b")));
         assert_eq!(
             one(&args, "-qmp"),
             "unix:/run/a,,b/qmp.sock,server=on,wait=off"
+        );
+        assert_eq!(
+            values(&args, "-chardev")[0],
+            "file,id=console,path=/run/a,,b/console.log,append=on"
         );
         // Plain arguments are not option lists and stay as they are.
         assert_eq!(one(&args, "-kernel"), "/run/a,b/kernel");
