@@ -33,6 +33,7 @@ mod init;
 mod net;
 mod netlink;
 mod plan;
+mod policy;
 
 /// Environment variable holding the command line outside a VM.
 pub const CMDLINE_ENV: &str = "WEFT_CMDLINE";

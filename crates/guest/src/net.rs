@@ -10,6 +10,7 @@ use weft_model::BootArgs;
 
 use crate::netlink::Netlink;
 use crate::plan::{self, Nic};
+use crate::policy;
 
 /// How long to wait for the NICs of the command line to appear.
 const NIC_WAIT: Duration = Duration::from_secs(10);
@@ -98,6 +99,12 @@ async fn apply(netlink: &Netlink, args: &BootArgs, nics: &[Nic]) {
     }
 
     for assignment in &matching.assigned {
+        // Before the NIC is up, so it never answers ARP for another NIC's address.
+        for (key, value) in policy::arp_sysctls(&assignment.nic.name) {
+            if let Err(err) = write_sysctl(&key, value) {
+                fail!("setting {key} to {value}: {err}");
+            }
+        }
         if let Err(err) = netlink.set_up(&assignment.nic).await {
             fail!("{err:#}");
         }
@@ -108,14 +115,28 @@ async fn apply(netlink: &Netlink, args: &BootArgs, nics: &[Nic]) {
         }
     }
 
-    if let Some(route) = plan::default_route(&matching.assigned) {
-        if let Err(err) = netlink.set_default_route(&route).await {
+    let default_route = plan::default_route(&matching.assigned);
+    if let Some(route) = &default_route {
+        if let Err(err) = netlink.set_default_route(route).await {
+            fail!("{err:#}");
+        }
+    }
+
+    for table in policy::source_tables(&matching.assigned, default_route.as_ref()) {
+        if let Err(err) = netlink.add_source_table(&table).await {
             fail!("{err:#}");
         }
     }
 }
 
-/// Prints the interfaces, addresses and default routes as the kernel reports them.
+/// Writes one setting under `/proc/sys`. In a network namespace, `/proc/sys/net` is the
+/// namespace's own.
+fn write_sysctl(key: &str, value: &str) -> std::io::Result<()> {
+    std::fs::write(Path::new("/proc/sys").join(key), value)
+}
+
+/// Prints the interfaces, addresses, default routes of the main table and source rules as
+/// the kernel reports them.
 async fn report(netlink: &Netlink) -> anyhow::Result<()> {
     let nics = netlink.nics().await?;
     let addresses = netlink.ipv4_addresses().await?;
@@ -150,6 +171,10 @@ async fn report(netlink: &Netlink) -> anyhow::Result<()> {
             // weft-guest never adds such a route; one that was there before is shown as is.
             None => say!("route default dev {dev}"),
         }
+    }
+    // Last, so that a kernel without policy routing still shows everything above.
+    for rule in netlink.source_rules().await? {
+        say!("rule from {} table {}", rule.source, rule.table);
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The kernel side of the guest's network setup, through rtnetlink: list NICs, set them up,
-//! add addresses and the default route, and read back what the kernel holds.
+//! add addresses, the default route and the source tables and rules, and read back what the
+//! kernel holds.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -7,18 +8,29 @@ use anyhow::{Context, Result};
 use futures_util::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteType};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteScope, RouteType,
+};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute};
 use netlink_packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
 use weft_model::{Ipv4Cidr, MacAddr};
 
 use crate::plan::{DefaultRoute, Nic};
+use crate::policy::SourceTable;
 
 /// An IPv4 default route in the main table, as the kernel reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportedRoute {
     pub gateway: Option<Ipv4Addr>,
     pub oif: Option<u32>,
+}
+
+/// An IPv4 rule that sends packets from one address to a table, as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportedRule {
+    pub source: Ipv4Addr,
+    pub table: u32,
 }
 
 /// An rtnetlink connection; create it inside a tokio runtime.
@@ -103,6 +115,97 @@ impl Netlink {
                     route.gateway, route.nic.name
                 )
             })
+    }
+
+    /// Fills the NIC's source table (its network route, then its default route) and adds
+    /// the rule that sends packets from its address there. Routes already there are
+    /// replaced and an identical rule is kept, so a second run is harmless.
+    pub async fn add_source_table(&self, t: &SourceTable) -> Result<()> {
+        let what = || format!("table {} for {} on {}", t.table, t.addr, t.nic.name);
+        if let Some(network) = t.network {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .table_id(t.table)
+                .destination_prefix(network.addr(), network.prefix())
+                .output_interface(t.nic.index)
+                .pref_source(t.addr)
+                .scope(RouteScope::Link)
+                .build();
+            self.handle
+                .route()
+                .add(route)
+                .replace()
+                .execute()
+                .await
+                .with_context(|| format!("adding the route to {network} to {}", what()))?;
+        }
+        if let Some(default) = &t.default {
+            let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .table_id(t.table)
+                .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+                .gateway(default.gateway)
+                .output_interface(t.nic.index)
+                .pref_source(t.addr);
+            if default.onlink {
+                route = route.onlink();
+            }
+            self.handle
+                .route()
+                .add(route.build())
+                .replace()
+                .execute()
+                .await
+                .with_context(|| {
+                    format!(
+                        "adding the default route via {} to {}",
+                        default.gateway,
+                        what()
+                    )
+                })?;
+        }
+        let added = self
+            .handle
+            .rule()
+            .add()
+            .v4()
+            .source_prefix(t.addr, 32)
+            .table_id(t.table)
+            .priority(t.priority)
+            .action(RuleAction::ToTable)
+            .execute()
+            .await;
+        match added {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            other => {
+                other.with_context(|| format!("adding the rule from {} to {}", t.addr, what()))
+            }
+        }
+    }
+
+    /// The IPv4 rules that send packets from one address to a table, in priority order.
+    pub async fn source_rules(&self) -> Result<Vec<ReportedRule>> {
+        let mut messages = self.handle.rule().get(IpVersion::V4).execute();
+        let mut out = Vec::new();
+        while let Some(msg) = messages.try_next().await.context("listing rules")? {
+            if msg.header.action != RuleAction::ToTable || msg.header.src_len != 32 {
+                continue;
+            }
+            let source = msg.attributes.iter().find_map(|a| match a {
+                RuleAttribute::Source(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            let table = msg
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RuleAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(msg.header.table));
+            if let Some(source) = source {
+                out.push(ReportedRule { source, table });
+            }
+        }
+        Ok(out)
     }
 
     /// The IPv4 addresses of all interfaces, as (interface index, address) in kernel order.
