@@ -236,9 +236,16 @@ impl Forwarder {
             } else {
                 format!("{} to {}", wire.ifname, wire.tap)
             };
+            let count = state.drops.count;
+            let frames = if count == 1 { "frame" } else { "frames" };
+            // A TAP whose interface is down refuses writes with EIO: a guest NIC that
+            // weft-guest has not set up (yet, or at all, without autoconfig).
+            let why = match first.raw_os_error() {
+                Some(libc::EIO) => "the receiving interface was down".to_string(),
+                _ => first.to_string(),
+            };
             lines.push(format!(
-                "{} frames from {direction} dropped (first: {first})",
-                state.drops.count
+                "dropped {count} {frames} from {direction} (first: {why})"
             ));
         }
         lines
