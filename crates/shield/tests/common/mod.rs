@@ -303,7 +303,10 @@ impl ShieldProc {
     pub fn spawn(net: &Net, args: &[&str], env: &[(&str, &str)]) -> ShieldProc {
         let log = net.path(&format!("shield-{}.log", rand::random::<u32>()));
         let file = std::fs::File::create(&log).unwrap();
-        let mut command = net.shield.command(env!("CARGO_BIN_EXE_weft-shield"));
+        // WEFT_SHIELD_BIN runs the tests against another build, such as the static one.
+        let binary = std::env::var("WEFT_SHIELD_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_weft-shield").to_string());
+        let mut command = net.shield.command(&binary);
         command
             .args(args)
             .env_clear()
