@@ -213,5 +213,13 @@ mod tests {
             key_pem: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into(),
         });
         assert!(matches!(wrong, Err(CaError::Material(_))));
+
+        let other_key = KeyPair::generate().unwrap();
+        let mismatched = Ca::new(&CaSource::Given {
+            cert_pem: cert.pem(),
+            key_pem: other_key.serialize_pem(),
+        });
+        let message = mismatched.unwrap_err().to_string();
+        assert!(message.contains("does not belong"), "{message}");
     }
 }
