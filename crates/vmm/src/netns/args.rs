@@ -102,17 +102,11 @@ impl HelperArgs {
                 "--nic" => nics.push(parse_nic(&text()?)?),
                 "--cmdline" => cmdline = Some(text()?),
                 "--ready-fd" => {
-                    let fd = text()?
-                        .parse::<RawFd>()
-                        .ok()
-                        .filter(|fd| *fd > 2)
-                        .ok_or_else(|| {
-                            format!(
-                                "--ready-fd '{}' is not a descriptor above 2",
-                                text().unwrap_or_default()
-                            )
-                        })?;
-                    ready_fd = Some(fd);
+                    let given = text()?;
+                    let fd = given.parse::<RawFd>().ok().filter(|fd| *fd > 2);
+                    ready_fd = Some(fd.ok_or_else(|| {
+                        format!("--ready-fd '{given}' is not a descriptor above 2")
+                    })?);
                 }
                 "--resolv-conf" => resolv_conf = Some(PathBuf::from(&value)),
                 other => return Err(format!("unknown argument '{other}'")),

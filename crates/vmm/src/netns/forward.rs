@@ -1,5 +1,6 @@
 //! The wire between each host TAP and its guest TAP: one thread, one epoll set over every
-//! TAP file of the guest, and a frame read from one side written whole to the other.
+//! TAP file of the guest, and a frame read from one side written whole to the other, with its
+//! virtio-net header (both TAPs use the same header size and offloads, see `tap`).
 //!
 //! Writes never wait. A TAP write hands the frame to the kernel's receive path, which drops
 //! it itself when its queues are full; a write that fails anyway (the guest's NIC is down,

@@ -85,15 +85,17 @@ fn boot(args: &HelperArgs) -> Result<i32, HelperError> {
         });
     }
 
+    let mut forwarder =
+        Forwarder::new(wires, signals.fd.as_raw_fd()).map_err(setup("polling the TAP devices"))?;
     let mut child =
         spawn_guest(args, &this).map_err(setup(format!("starting {}", args.guest.display())))?;
     drop(this);
+    // Everything is in place: from here on only the guest can fail, and it reports that
+    // through its exit code.
     if let Some(fd) = args.ready_fd {
         signal_ready(fd);
     }
 
-    let mut forwarder =
-        Forwarder::new(wires, signals.fd.as_raw_fd()).map_err(setup("polling the TAP devices"))?;
     let code = forwarder
         .run(|| signals.handle(&mut child))
         .map_err(setup("forwarding frames"))?;
