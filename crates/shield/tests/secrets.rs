@@ -68,6 +68,27 @@ fn secrets_reach_only_their_hosts() {
     assert!(!got.contains(PLACEHOLDER), "{got}");
     shield.wait_line(&[&format!("inject client={CLIENT} proto=tls name=api.allowed.test dst={ALLOWED}:443 reason=secret:API")]);
 
+    // Many clients at once, each connection intercepted and rewritten.
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..16)
+            .map(|i| {
+                let (net, pin, shield_ca) = (&net, &pin, shield_ca);
+                scope.spawn(move || {
+                    let url = format!("https://api.allowed.test/parallel-{i}");
+                    let auth = format!("Authorization: Bearer {PLACEHOLDER}");
+                    net.curl(&["--cacert", shield_ca, "--resolve", pin, "-H", &auth, &url])
+                })
+            })
+            .collect();
+        for run in runs {
+            let (code, body, err) = run.join().unwrap();
+            assert_eq!((code, body.as_str()), (0, "ok\n"), "{err}");
+        }
+    });
+    let got = net.seen.received(ALLOWED);
+    assert_eq!(got.matches("GET /parallel-").count(), 16);
+    assert_eq!(got.matches(&format!("Bearer {SECRET_VALUE}")).count(), 18);
+
     // Plain HTTP carries no secret, even to the bound host.
     let (code, _, _) = net.curl(&[
         "--resolve",
@@ -174,7 +195,7 @@ fn secrets_reach_only_their_hosts() {
 
     // Counters on demand.
     shield_signal(&shield, "USR1");
-    shield.wait_line(&["weft-shield: stats ", "inject.tls=2 "]);
+    shield.wait_line(&["weft-shield: stats ", "inject.tls=18 "]);
 }
 
 #[test]
