@@ -133,7 +133,10 @@ impl Driver for NetnsDriver {
         validate(spec, &guest)?;
 
         let console_path = self.console_path(spec);
-        let console = File::create(&console_path)?;
+        // A new boot starts an empty log, written in append mode so that weftd can copy and
+        // truncate it to keep it bounded while the guest writes on.
+        File::create(&console_path)?;
+        let console = File::options().append(true).open(&console_path)?;
         let console_err = console.try_clone()?;
         let (ready_rx, ready_tx) = pipe()?;
         let ready_fd = ready_tx.as_raw_fd();
