@@ -306,7 +306,7 @@ mod tests {
             (RELAY_PRIORITY, 1_000_000_007)
         );
         assert!(rules.iter().all(|r| r.to == C));
-        assert!(KEEP_PRIORITY < RELAY_PRIORITY && RELAY_PRIORITY < 32766);
+        const { assert!(KEEP_PRIORITY < RELAY_PRIORITY && RELAY_PRIORITY < 32766) };
     }
 
     #[test]

@@ -62,14 +62,9 @@ async fn set_controller(handle: &Handle, name: &str, bridge: &str) {
         .expect("into the bridge");
 }
 
-/// The user's bridge `ubr0` with their TAP `utap0` and the veth `uv0` to the user namespace,
-/// which answers ARP and knows the client's MAC.
-async fn own_tap_with_relay(handle: &Handle, dns_direct: Option<Ipv4Addr>) -> Own {
-    let (far_ns, far) = uplink_and_far(handle).await;
-    let net = hostnet().await;
-    net.setup_pool(&pool("up0", 2)).await.unwrap();
-    net.attach_pool_interface("wtap1", RELAY).await.unwrap();
-
+/// The user's bridge `ubr0` with their TAPs and the veth `uv0` to the user namespace, which
+/// answers ARP and knows the client's MAC. Returns the namespace and the MAC of its side.
+async fn user_bridge(handle: &Handle, taps: &[&str]) -> (File, [u8; 6]) {
     handle
         .link()
         .add(LinkBridge::new("ubr0").build())
@@ -77,9 +72,11 @@ async fn own_tap_with_relay(handle: &Handle, dns_direct: Option<Ipv4Addr>) -> Ow
         .await
         .expect("add bridge");
     set_up(handle, "ubr0").await;
-    crate::tap::create_persistent("utap0", crate::tap::POOL_TAP_FLAGS).unwrap();
-    set_controller(handle, "utap0", "ubr0").await;
-    set_up(handle, "utap0").await;
+    for tap in taps {
+        crate::tap::create_persistent(tap, crate::tap::POOL_TAP_FLAGS).unwrap();
+        set_controller(handle, tap, "ubr0").await;
+        set_up(handle, tap).await;
+    }
     add_veth(handle, "uv0").await;
     set_controller(handle, "uv0", "ubr0").await;
 
@@ -94,6 +91,16 @@ async fn own_tap_with_relay(handle: &Handle, dns_direct: Option<Ipv4Addr>) -> Ow
             .await
             .unwrap();
     });
+    (user_ns, user_mac)
+}
+
+/// A client on the user's TAP `utap0`, relayed through the pool interface on `wtap1`.
+async fn own_tap_with_relay(handle: &Handle, dns_direct: Option<Ipv4Addr>) -> Own {
+    let (far_ns, far) = uplink_and_far(handle).await;
+    let net = hostnet().await;
+    net.setup_pool(&pool("up0", 2)).await.unwrap();
+    net.attach_pool_interface("wtap1", RELAY).await.unwrap();
+    let (user_ns, user_mac) = user_bridge(handle, &["utap0"]).await;
     let user = udp_socket_in(&user_ns, SocketAddrV4::new(USER, USER_PORT));
     let user_dns = udp_socket_in(&user_ns, SocketAddrV4::new(USER, 53));
 
@@ -222,5 +229,65 @@ fn a_detached_own_tap_is_the_users_again() {
             .send_udp((CLIENT, 4000), (USER, USER_PORT), b"direct");
         assert_eq!(datagram(&w.user).map(|a| *a.ip()), Some(CLIENT));
         assert!(w.relay.wait_for(SILENCE, |p| p.src == CLIENT).is_none());
+    });
+}
+
+#[test]
+fn a_relay_on_an_own_tap_serves_a_pool_client() {
+    in_netns("own_relay", |handle| async move {
+        const POOL_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 2);
+        let (_far_ns, far) = uplink_and_far(&handle).await;
+        let net = hostnet().await;
+        net.setup_pool(&pool("up0", 1)).await.unwrap();
+        let (user_ns, user_mac) = user_bridge(&handle, &["urel0"]).await;
+        let user = udp_socket_in(&user_ns, SocketAddrV4::new(USER, USER_PORT));
+        let r = Relayed {
+            client: pool_end("wtap0", POOL_CLIENT),
+            relay: RelayEnd {
+                tap: "urel0".into(),
+                addr: Ipv4Addr::new(192, 168, 77, 3),
+                mac: MacAddr([0x12, 0xb1, 5, 6, 7, 8]),
+                pool: false,
+            },
+            dns_direct: None,
+        };
+        net.attach_relayed(&r).await.unwrap();
+        let mut client = guest(&handle, &r.client).await;
+        let mut relay = TestGuest::attach_as("urel0", r.relay.mac.octets(), user_mac);
+        wait_operational(&handle, "urel0").await;
+
+        // The client's traffic goes to the relay through the user's bridge port, not
+        // into the bridge or the uplink.
+        let sent = client.send_udp((POOL_CLIENT, 4000), (FAR, FAR_PORT), b"x");
+        let got = relay
+            .wait_for(ANSWER, |p| p.src == POOL_CLIENT && p.is_forwarded(&sent))
+            .expect("at the relay");
+        assert_eq!(got.dst_mac, r.relay.mac.octets());
+        assert!(datagram(&far).is_none());
+        assert!(datagram(&user).is_none());
+
+        // The relay reaches the client, and its own traffic still goes into the bridge.
+        relay.send_ping(FAR, POOL_CLIENT, 1);
+        assert!(client
+            .wait_for(ANSWER, |p| p.is_echo_request(FAR, POOL_CLIENT, 1))
+            .is_some());
+        relay.send_udp((r.relay.addr, 4000), (USER, USER_PORT), b"own traffic");
+        assert_eq!(datagram(&user).map(|a| *a.ip()), Some(r.relay.addr));
+
+        // The host's packets for the client go out of the relay's port.
+        let local = UdpSocket::bind("0.0.0.0:0").unwrap();
+        local
+            .send_to(b"from the host", (POOL_CLIENT, 7777))
+            .unwrap();
+        assert!(relay
+            .wait_for(ANSWER, |p| p.dst == POOL_CLIENT && p.proto == 17)
+            .is_some_and(|p| p.dst_mac == r.relay.mac.octets()));
+
+        net.detach_relayed(&r).await.unwrap();
+        assert!(net.relayed().await.unwrap().is_empty());
+        assert!(crate::neigh::listing::permanent(&handle)
+            .await
+            .unwrap()
+            .is_empty());
     });
 }
