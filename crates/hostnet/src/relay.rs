@@ -112,29 +112,35 @@ impl Relayed {
 impl HostNet {
     /// Sends all traffic of `r.client` through `r.relay`. Idempotent; it also repairs a
     /// partly installed relay. The pool's table must be installed (`setup_pool`), and for an
-    /// own TAP this must happen before its guest starts. On failure whatever was installed
-    /// is taken back, and the error returned.
+    /// own TAP this must happen before its guest starts. When a first attach fails, whatever
+    /// it installed is taken back; when attaching an installed relay again fails, the relay
+    /// stays as it was (the chains that keep the client on its relay change last, in one
+    /// transaction), so that a running client never loses them.
     pub async fn attach_relayed(&self, r: &Relayed) -> Result<(), HostNetError> {
         check(r)?;
         let _guard = self.relay_lock.lock().await;
 
         // What was attached for the same client with another relay or settings goes first,
         // so that nothing of it stays behind unrecorded.
-        for old in self.relayed().await? {
+        let installed = self.relayed().await?;
+        for old in &installed {
             let same_client = old.client.tap == r.client.tap || old.client.addr == r.client.addr;
-            if same_client && old != *r {
-                self.remove_relayed(&old).await?;
+            if same_client && old != r {
+                self.remove_relayed(old).await?;
             }
         }
 
         let result = self.install_relayed(r).await;
-        if let Err(e) = &result {
-            if let Err(undo) = self.remove_relayed(r).await {
-                warn!(tap = %r.client.tap, error = %undo, "relay left partly installed");
+        match &result {
+            Err(_) if !installed.contains(r) => {
+                if let Err(undo) = self.remove_relayed(r).await {
+                    warn!(tap = %r.client.tap, error = %undo, "relay left partly installed");
+                }
             }
-            warn!(tap = %r.client.tap, relay = %r.relay.tap, error = %e, "relay not attached");
-        } else {
-            debug!(tap = %r.client.tap, relay = %r.relay.tap, "relayed interface attached");
+            Err(_) => {}
+            Ok(()) => {
+                debug!(tap = %r.client.tap, relay = %r.relay.tap, "relayed interface attached")
+            }
         }
         result
     }

@@ -295,6 +295,23 @@ fn a_failed_attach_takes_back_what_it_installed() {
 }
 
 #[test]
+fn a_failed_attach_again_keeps_the_installed_relay() {
+    in_netns("relay_kept", |_handle| async move {
+        let net = hostnet().await;
+        net.setup_pool(&pool("lo", 2)).await.unwrap();
+        let r = relayed("wtap0", A, ("wtap1", R), None);
+        net.attach_relayed(&r).await.unwrap();
+        let chains = netdev_chains();
+
+        // Without the pool's table the last step fails again.
+        crate::nft::apply(&crate::nft::remove()).await.unwrap();
+        assert!(net.attach_relayed(&r).await.is_err());
+        assert_eq!(net.relayed().await.unwrap(), vec![r]);
+        assert_eq!(netdev_chains(), chains);
+    });
+}
+
+#[test]
 fn teardown_removes_every_relay() {
     in_netns("relay_teardown", |handle| async move {
         let net = hostnet().await;
