@@ -8,4 +8,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install-deps.sh
 [[ -f image/out/base/kernel && -f image/out/base/initrd ]] || image/build.sh
 
+# The netns driver runs weft-netns and weft-guest from beside weftd.
+cargo build --workspace --bins
 cargo nextest run --workspace "$@"

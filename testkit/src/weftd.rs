@@ -22,8 +22,14 @@ impl Weftd {
     /// The default test configuration: a small pool, the `acme` account with every
     /// permission, plus `extra` TOML appended (which may override keys of its own sections).
     pub fn config(images_dir: &Path, state_dir: &Path, extra: &str) -> String {
-        format!(
+        Self::config_for("qemu", images_dir, state_dir, extra)
+    }
+
+    /// The test configuration with another VMM driver.
+    pub fn config_for(driver: &str, images_dir: &Path, state_dir: &Path, extra: &str) -> String {
+        let base = format!(
             r#"listen = "{LISTEN}"
+driver = "{driver}"
 state_dir = "{state}"
 store = "{state}/weft.db"
 images_dir = "{images}"
@@ -38,19 +44,36 @@ uplink = "eth0"
 name = "acme"
 tokens = ["{TOKEN}"]
 permissions = ["net_manager"]
-license = ["custom_network_configuration"]
-{extra}"#,
+license = ["custom_network_configuration", "branching", "checkpointing"]
+"#,
             state = state_dir.display(),
             images = images_dir.display(),
-        )
+        );
+        // `extra` may set keys of the tables above (say `[pool]`); arrays of tables it
+        // holds (more `[[accounts]]`) are added.
+        let mut config: toml::Table = base.parse().expect("base config parses");
+        let extra: toml::Table = extra.parse().expect("extra config parses");
+        merge(&mut config, extra);
+        toml::to_string(&config).expect("config serializes")
+    }
+    /// Starts weftd with the QEMU driver in `ns` and waits until its API answers.
+    pub fn start(ns: &Netns, binary: &Path, images_dir: &Path, extra: &str) -> Weftd {
+        Self::start_with("qemu", ns, binary, images_dir, extra)
     }
 
-    /// Starts weftd in `ns` and waits until its API answers.
-    pub fn start(ns: &Netns, binary: &Path, images_dir: &Path, extra: &str) -> Weftd {
+    /// Starts weftd with `driver` (`qemu` or `netns`) in `ns` and waits until its API answers.
+    pub fn start_with(
+        driver: &str,
+        ns: &Netns,
+        binary: &Path,
+        images_dir: &Path,
+        extra: &str,
+    ) -> Weftd {
         let dir = tempfile::tempdir().expect("temp dir");
         let state = dir.path().join("state");
         let config = dir.path().join("weftd.toml");
-        std::fs::write(&config, Self::config(images_dir, &state, extra)).expect("config written");
+        let text = Self::config_for(driver, images_dir, &state, extra);
+        std::fs::write(&config, text).expect("config written");
 
         let mut weftd = Weftd {
             child: None,
@@ -137,5 +160,17 @@ license = ["custom_network_configuration"]
 impl Drop for Weftd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (Some(toml::Value::Array(b)), toml::Value::Array(o)) => b.extend(o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }

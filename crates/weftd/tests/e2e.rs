@@ -1,7 +1,7 @@
-//! The main job, end to end: one API call boots a real VM (QEMU) with a pool interface, an
-//! interface on a TAP device the user brought, and one with autoconfig off. It answers on
-//! both addresses, reaches the internet through the host, survives a weftd restart, and
-//! leaves nothing behind when deleted.
+//! The main job, end to end, with each driver: one API call boots a guest (a real VM with
+//! QEMU, a namespace with netns) with a pool interface, an interface on a TAP device the user
+//! brought, and one with autoconfig off. It answers on both addresses, reaches the internet
+//! through the host, survives a weftd restart, and leaves nothing behind when deleted.
 
 mod common;
 
@@ -26,13 +26,22 @@ fn eventually(ns: &Netns, args: &[&str], limit: Duration) -> Option<String> {
 
 #[test]
 fn qemu_instance_with_pool_and_own_interfaces() {
-    if !privileged_or_skip("qemu_instance_with_pool_and_own_interfaces") {
+    run("qemu", "qemu_instance_with_pool_and_own_interfaces");
+}
+
+#[test]
+fn netns_instance_with_pool_and_own_interfaces() {
+    run("netns", "netns_instance_with_pool_and_own_interfaces");
+}
+
+fn run(driver: &str, test: &str) {
+    if !privileged_or_skip(test) {
         return;
     }
-    let Some(images) = images_or_skip("qemu_instance_with_pool_and_own_interfaces") else {
+    let Some(images) = images_or_skip(test) else {
         return;
     };
-    let topo = Topology::new(&tag("wq"));
+    let topo = Topology::new(&tag(&format!("w{}", &driver[..1])));
     topo.add_tap("custtap0", Some("custbr0"));
 
     // A web server on the internet side, for the guest to fetch through the host.
@@ -46,9 +55,21 @@ fn qemu_instance_with_pool_and_own_interfaces() {
         .spawn()
         .expect("internet web server starts");
 
-    let mut weftd = Weftd::start(&topo.host, &weftd_binary(), &images, "");
+    // A VM serves the image's /www; a netns guest shares this host's files.
+    let guest_www = tempfile::tempdir().unwrap();
+    std::fs::write(
+        guest_www.path().join("index.html"),
+        "hello from a netns guest\n",
+    )
+    .unwrap();
+    let www_dir = match driver {
+        "qemu" => "/www".to_string(),
+        _ => guest_www.path().display().to_string(),
+    };
+
+    let mut weftd = Weftd::start_with(driver, &topo.host, &weftd_binary(), &images, "");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        scenario(&topo, &mut weftd);
+        scenario(&topo, &mut weftd, &www_dir);
     }));
     let _ = internet.kill();
     let _ = internet.wait();
@@ -58,16 +79,18 @@ fn qemu_instance_with_pool_and_own_interfaces() {
     }
 }
 
-fn scenario(topo: &Topology, weftd: &mut Weftd) {
+fn scenario(topo: &Topology, weftd: &mut Weftd, www: &str) {
     let api = weftd.api.clone();
-    let app = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 192.0.2.1 8000 \
-               || echo internet unreachable; exec httpd -f -p 8080 -h /www";
+    let app = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 5 192.0.2.1 8000 \
+         || echo internet unreachable; exec busybox httpd -f -p 8080 -h {www}"
+    );
     let (code, body) = api.post(
         "/v1/instances",
         &json!({
             "name": "demo",
             "image": "base",
-            "args": ["/bin/sh", "-c", app],
+            "args": ["/bin/busybox", "sh", "-c", app],
             "network_interfaces": [
                 {},
                 {"ip": "172.30.5.2/24", "tap_name": "custtap0"},
