@@ -1,6 +1,4 @@
-//! A real weftd for the CLI's tests, in a test namespace: the QEMU driver with an image that
-//! never boots (instances are created stopped), or the netns driver where weftd has it, whose
-//! guests start in milliseconds.
+//! A real weftd for the CLI's tests, in a test namespace, with the netns driver.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,8 +45,8 @@ fn build() -> PathBuf {
     weftd
 }
 
-/// An images directory whose `base` kernel is not a kernel: enough for creates that do not
-/// boot, and for the netns driver, which boots no kernel.
+/// An images directory with a `base` image whose kernel is not a kernel: the netns driver
+/// boots none.
 pub fn fake_images(dir: &Path) -> PathBuf {
     let images = dir.join("images");
     std::fs::create_dir_all(images.join("base")).unwrap();
@@ -56,85 +54,59 @@ pub fn fake_images(dir: &Path) -> PathBuf {
     images
 }
 
-/// weftd as the tests run it: the testkit's QEMU one, or a netns one started here.
-pub enum Daemon {
-    Qemu(Weftd),
-    Netns(NetnsWeftd),
-}
-
-impl Daemon {
-    /// weftd with the netns driver when it has one, else with QEMU.
-    pub fn start(ns: &Netns, images: &Path) -> Daemon {
-        match NetnsWeftd::try_start(ns, images) {
-            Ok(weftd) => Daemon::Netns(weftd),
-            Err(why) => {
-                eprintln!("weftd runs with the QEMU driver, instances stay stopped: {why}");
-                Daemon::Qemu(Weftd::start(ns, &weftd_binary(), images, ""))
-            }
-        }
-    }
-
-    pub fn boots(&self) -> bool {
-        matches!(self, Daemon::Netns(_))
-    }
-
-    pub fn log(&self) -> String {
-        match self {
-            Daemon::Qemu(w) => w.log(),
-            Daemon::Netns(w) => {
-                std::fs::read_to_string(w.dir.path().join("weftd.log")).unwrap_or_default()
-            }
-        }
-    }
-}
-
-pub struct NetnsWeftd {
+/// weftd with the netns driver in a test namespace: its guests are network namespaces that
+/// start in milliseconds.
+pub struct Daemon {
     child: Child,
     dir: tempfile::TempDir,
 }
 
-impl NetnsWeftd {
-    fn try_start(ns: &Netns, images: &Path) -> Result<NetnsWeftd, String> {
+impl Daemon {
+    /// Starts weftd in `ns` with the testkit's configuration and `driver = "netns"`, and
+    /// waits until its API answers.
+    pub fn start(ns: &Netns, images: &Path) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("weftd.toml");
+        // The driver is a top-level key: it goes before the configuration's tables.
         let text = Weftd::config(images, &dir.path().join("state"), "");
         std::fs::write(&config, format!("driver = \"netns\"\n{text}")).unwrap();
-        let log = std::fs::File::create(dir.path().join("weftd.log")).unwrap();
-        let mut child = ns
+        let log_path = dir.path().join("weftd.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = ns
             .command(weftd_binary().to_str().unwrap())
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info,weft=debug")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("weftd starts");
+        let mut daemon = Daemon { child, dir };
 
         let up = wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(Err(status));
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("weftd exited with {status}:\n{log}");
             }
             let health = Cli::new(ns, Path::new("/nonexistent")).run(&["api", "/v1/healthz"]);
-            (health.code == 0).then_some(Ok(()))
+            (health.code == 0).then_some(())
         });
-        let log = || std::fs::read_to_string(dir.path().join("weftd.log")).unwrap_or_default();
-        match up {
-            Some(Ok(())) => Ok(NetnsWeftd { child, dir }),
-            Some(Err(status)) => Err(format!(
-                "weftd with driver = \"netns\" exited with {status}: {}",
-                log().trim()
-            )),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("weftd did not answer within 30 s:\n{}", log());
-            }
-        }
+        assert!(
+            up.is_some(),
+            "weftd did not answer within 30 s:\n{}",
+            daemon.log()
+        );
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("weftd.log")).unwrap_or_default()
     }
 }
 
-impl Drop for NetnsWeftd {
+impl Drop for Daemon {
     fn drop(&mut self) {
         // SAFETY: kill with a pid this test spawned; at worst it is already gone.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -188,8 +160,9 @@ impl<'a> Cli<'a> {
 
     /// Runs with `-o json` and parses the answer.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = args.to_vec();
-        full.extend_from_slice(&["-o", "json"]);
+        // Before the command: after a create's `--`, it would be an arg of the app.
+        let mut full = vec!["-o", "json"];
+        full.extend_from_slice(args);
         let text = self.ok(&full);
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("weft {args:?}: {e}: {text}"))
     }
