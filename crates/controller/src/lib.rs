@@ -7,6 +7,7 @@ pub mod console;
 mod create;
 pub mod directory;
 mod error;
+mod hostside;
 pub mod images;
 mod lifecycle;
 pub mod patch;

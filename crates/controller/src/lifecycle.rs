@@ -30,45 +30,6 @@ impl Controller {
         }
     }
 
-    /// Routes and rules for the pool interfaces; own TAP devices are the user's and left as
-    /// they are.
-    pub(crate) async fn attach_host(
-        &self,
-        record: &Record,
-    ) -> Result<(), weft_hostnet::HostNetError> {
-        for iface in record.interfaces.iter().filter(|i| i.pool) {
-            let addr = iface.ip.expect("pool interfaces have an address").addr();
-            self.hostnet
-                .attach_pool_interface(&iface.tap_name, addr)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Removes the host side of the pool interfaces, going on past failures.
-    pub(crate) async fn detach_host(
-        &self,
-        record: &Record,
-    ) -> Result<(), weft_hostnet::HostNetError> {
-        let mut errors = Vec::new();
-        for iface in record.interfaces.iter().filter(|i| i.pool) {
-            let addr = iface.ip.expect("pool interfaces have an address").addr();
-            if let Err(e) = self
-                .hostnet
-                .detach_pool_interface(&iface.tap_name, addr)
-                .await
-            {
-                errors.push(e);
-            }
-        }
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.pop().expect("one error")),
-            _ => Err(weft_hostnet::HostNetError::Many(errors)),
-        }
-    }
-
-    /// What the driver needs to boot this instance.
     /// What the driver needs to find, stop or read a guest that runs: no image, which may
     /// have gone since the guest booted.
     fn running_spec(&self, record: &Record) -> GuestSpec {
@@ -246,11 +207,15 @@ impl Controller {
         let _op = lock.lock().await;
 
         let record = self.find_by_uuid(&uuid).await?;
+        // Held until the rows are gone, so that no create can pick this relay meanwhile.
+        let _reserve = self.reserve.lock().await;
+        self.refuse_relay_in_use(&record, "deleted").await?;
         self.halt(&record).await?;
         self.detach_host(&record)
             .await
             .map_err(|e| Error::step("host network teardown", e))?;
         self.store.delete_instance(&uuid).await?;
+        self.notify();
 
         let leases: Vec<Lease> = record
             .interfaces

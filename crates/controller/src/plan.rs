@@ -121,14 +121,6 @@ pub fn plan_interfaces(
                     relay.name
                 ))
             })?;
-            if matches!(source, Source::Own { .. }) {
-                return Err(Error::bad_request(format!(
-                    "{} '{}': relaying an interface on an own TAP device is not available in \
-                     this version of weft",
-                    field("relay"),
-                    relay.name
-                )));
-            }
         }
 
         planned.push(PlannedInterface {

@@ -1,0 +1,89 @@
+//! The host side of an instance's interfaces: routes and rules for pool interfaces, and the
+//! relay path for relayed ones (R8). Own TAP devices are the user's and are left as they
+//! are, except that a relayed one is wired to its relay.
+
+use std::net::Ipv4Addr;
+
+use weft_hostnet::{HostNetError, RelayEnd, Relayed};
+use weft_store::Interface;
+
+use crate::{Controller, Record};
+
+impl Controller {
+    /// Sets up the host side of every interface. A relayed interface gets no route and no
+    /// rule of its own: everything it sends or receives passes its relay.
+    pub(crate) async fn attach_host(&self, record: &Record) -> Result<(), HostNetError> {
+        for iface in &record.interfaces {
+            if iface.relay_name.is_some() {
+                let relayed = self.relayed(record, iface).await?;
+                self.hostnet.attach_relayed(&relayed).await?;
+            } else if iface.pool {
+                self.hostnet
+                    .attach_pool_interface(&iface.tap_name, address(iface))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the host side of every interface, going on past failures.
+    pub(crate) async fn detach_host(&self, record: &Record) -> Result<(), HostNetError> {
+        let mut errors = Vec::new();
+        for iface in &record.interfaces {
+            let result = if iface.relay_name.is_some() {
+                match self.relayed(record, iface).await {
+                    Ok(relayed) => self.hostnet.detach_relayed(&relayed).await,
+                    Err(e) => Err(e),
+                }
+            } else if iface.pool {
+                self.hostnet
+                    .detach_pool_interface(&iface.tap_name, address(iface))
+                    .await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                errors.push(e);
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.pop().expect("one error")),
+            _ => Err(HostNetError::Many(errors)),
+        }
+    }
+
+    /// The relay path of a relayed interface: it and the relay interface it names.
+    async fn relayed(&self, record: &Record, iface: &Interface) -> Result<Relayed, HostNetError> {
+        let name = iface.relay_name.as_deref().expect("a relayed interface");
+        let relay = self
+            .store
+            .find_interface(&iface.account, name)
+            .await
+            .map_err(|e| HostNetError::InvalidRelay(format!("looking up relay '{name}': {e}")))?
+            .ok_or_else(|| HostNetError::InvalidRelay(format!("relay '{name}' is gone")))?;
+        let dns_direct = if iface.relay_dns {
+            None
+        } else {
+            record.instance.nameserver
+        };
+        Ok(Relayed {
+            client: end(iface),
+            relay: end(&relay),
+            dns_direct,
+        })
+    }
+}
+
+fn address(iface: &Interface) -> Ipv4Addr {
+    iface.ip.expect("weft's interfaces have an address").addr()
+}
+
+fn end(iface: &Interface) -> RelayEnd {
+    RelayEnd {
+        tap: iface.tap_name.clone(),
+        addr: address(iface),
+        mac: iface.mac,
+        pool: iface.pool,
+    }
+}
