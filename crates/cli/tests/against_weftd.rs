@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 
 use serde_json::{json, Value};
-use support::weftd::{fake_images, Cli, Daemon};
+use support::weftd::{fake_images, start_weftd, Cli};
 use weft_testkit::{privileged_or_skip, Topology};
 
 fn tag() -> String {
@@ -35,18 +35,19 @@ fn cli_against_weftd() {
     topo.add_tap("custtap1", None);
     let scratch = tempfile::tempdir().unwrap();
     let images = fake_images(scratch.path());
-    let daemon = Daemon::start(&topo.host, &images);
+    let weftd = start_weftd(&topo.host, &images);
     let home = scratch.path().join("home");
     let cli = Cli::new(&topo.host, &home);
 
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         creates_and_shows(&cli);
         net_refusals(&cli);
+        relays(&cli);
         lifecycle(&cli);
         raw_api_login_and_exit_codes(&cli, &home);
     }));
     if let Err(panic) = result {
-        eprintln!("weftd's log:\n{}", daemon.log());
+        eprintln!("weftd's log:\n{}", weftd.log());
         std::panic::resume_unwind(panic);
     }
 }
@@ -255,6 +256,54 @@ fn net_refusals(cli: &Cli) {
 
     let after = cli.json(&["i", "ls"]).as_array().unwrap().len();
     assert_eq!(before, after, "refused creates left an instance behind");
+}
+
+/// An interface relayed through another instance's, as `weft net` shows it; the relay
+/// cannot be deleted while it is in use (weftd's message, verbatim).
+fn relays(cli: &Cli) {
+    cli.ok(&["i", "create", "base", "--name", "shield", "--no-start"]);
+    let client = cli.json(&[
+        "i",
+        "create",
+        "base",
+        "--name",
+        "client",
+        "--no-start",
+        "--net",
+        "relay=shield-eth0,relay-dns=false",
+    ]);
+    assert_eq!(
+        client["network_interfaces"][0]["relay"],
+        json!({"name": "shield-eth0", "relay_dns": false})
+    );
+    assert_eq!(
+        cli.json(&["net", "get", "shield-eth0"])["relay_for"],
+        json!(["client-eth0"])
+    );
+    let nets = cli.ok(&["net", "ls"]);
+    let line = |name: &str| {
+        nets.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{nets}"))
+            .to_string()
+    };
+    assert!(
+        line("client-eth0").ends_with("shield-eth0 (no dns)  -"),
+        "{nets}"
+    );
+    assert!(line("shield-eth0").ends_with("  client-eth0"), "{nets}");
+
+    let refused = cli.run(&["i", "rm", "shield"]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    let raw = cli.run(&["api", "/v1/instances/shield", "-X", "DELETE"]);
+    let answer: Value = serde_json::from_str(&raw.stdout).unwrap();
+    assert_eq!(
+        refused.stderr,
+        format!("error: {}\n", answer["message"].as_str().unwrap())
+    );
+    assert!(refused.stderr.contains("client"), "{refused:?}");
+    cli.ok(&["i", "rm", "client"]);
+    cli.ok(&["i", "rm", "shield"]);
 }
 
 /// start, stop, wait, logs and rm, of one and of several instances.

@@ -1,11 +1,10 @@
 //! A real weftd for the CLI's tests, in a test namespace, with the netns driver.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use weft_testkit::{wait_for, Netns, Weftd};
+use weft_testkit::{Netns, Weftd};
 
 use super::{run, weft_binary, weft_command, Run};
 
@@ -54,70 +53,10 @@ pub fn fake_images(dir: &Path) -> PathBuf {
     images
 }
 
-/// weftd with the netns driver in a test namespace: its guests are network namespaces that
-/// start in milliseconds.
-pub struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    /// Starts weftd in `ns` with the testkit's configuration and `driver = "netns"`, and
-    /// waits until its API answers.
-    pub fn start(ns: &Netns, images: &Path) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("weftd.toml");
-        // The driver is a top-level key: it goes before the configuration's tables.
-        let text = Weftd::config(images, &dir.path().join("state"), "");
-        std::fs::write(&config, format!("driver = \"netns\"\n{text}")).unwrap();
-        let log_path = dir.path().join("weftd.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = ns
-            .command(weftd_binary().to_str().unwrap())
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info,weft=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("weftd starts");
-        let mut daemon = Daemon { child, dir };
-
-        let up = wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                panic!("weftd exited with {status}:\n{log}");
-            }
-            let health = Cli::new(ns, Path::new("/nonexistent")).run(&["api", "/v1/healthz"]);
-            (health.code == 0).then_some(())
-        });
-        assert!(
-            up.is_some(),
-            "weftd did not answer within 30 s:\n{}",
-            daemon.log()
-        );
-        daemon
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("weftd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: kill with a pid this test spawned; at worst it is already gone.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let gone = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
-            self.child.try_wait().ok().flatten()
-        });
-        if gone.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// weftd with the netns driver in `ns`: its guests are network namespaces that start in
+/// milliseconds.
+pub fn start_weftd(ns: &Netns, images: &Path) -> Weftd {
+    Weftd::start_with("netns", ns, &weftd_binary(), images, "")
 }
 
 /// `weft` inside a namespace, talking to the weftd there with the test account's token.
