@@ -90,6 +90,14 @@ impl Outcome {
             error: None,
         }
     }
+
+    pub fn failure(err: &Error) -> Outcome {
+        Outcome {
+            status: ItemStatus::Error,
+            message: Some(err.message.clone()),
+            error: Some(err.code.http_status()),
+        }
+    }
 }
 
 /// An API answer, rendered in the envelope when it is sent.
@@ -147,6 +155,59 @@ impl<D: Serialize> IntoResponse for Reply<D> {
         self.envelope.op_time_us = self.started.elapsed().as_micros() as u64;
         (self.http, Json(self.envelope)).into_response()
     }
+}
+
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Reply<NoData> {
+    let mut reply = Reply::error(
+        &Error::new(
+            weft_controller::Code::BadRequest,
+            format!("Method {method} is not allowed on {}", uri.path()),
+        ),
+        Instant::now(),
+    );
+    reply.http = StatusCode::METHOD_NOT_ALLOWED;
+    reply.envelope.errors = Some(vec![ErrorStatus { status: 405 }]);
+    reply
+}
+
+/// Puts failures that the framework answers itself (a body over the limit, a path that is
+/// not UTF-8, ...) into the envelope, keeping their status and headers.
+pub async fn wrap_plain_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("Request failed")
+            .to_string()
+    } else {
+        text
+    };
+    let envelope = Envelope::<NoData> {
+        status: Status::Error,
+        message: Some(message),
+        data: None,
+        errors: Some(vec![ErrorStatus {
+            status: status.as_u16(),
+        }]),
+        op_time_us: 0,
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::to_vec(&envelope).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 pub async fn not_found(uri: axum::http::Uri) -> Reply<NoData> {

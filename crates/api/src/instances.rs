@@ -19,7 +19,7 @@ use crate::{strict, TAG_INSTANCES};
 type Ctl = State<Arc<Controller>>;
 
 /// The account of the request's bearer token.
-fn account(ctl: &Controller, headers: &HeaderMap) -> Result<Account, Error> {
+pub(crate) fn account(ctl: &Controller, headers: &HeaderMap) -> Result<Account, Error> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -29,15 +29,18 @@ fn account(ctl: &Controller, headers: &HeaderMap) -> Result<Account, Error> {
                 "Missing token: send 'Authorization: Bearer <token>'",
             )
         })?;
+    // The scheme is case-insensitive (RFC 9110).
     let token = header
-        .strip_prefix("Bearer ")
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
         .ok_or_else(|| Error::new(Code::Unauthorized, "Authorization must be 'Bearer <token>'"))?;
     ctl.authenticate(token.trim())
         .cloned()
         .ok_or_else(|| Error::new(Code::Unauthorized, "Invalid token"))
 }
 
-fn reply<D: Data>(started: Instant, result: Result<D, Error>) -> Reply<D> {
+pub(crate) fn reply<D: Data>(started: Instant, result: Result<D, Error>) -> Reply<D> {
     match result {
         Ok(data) => Reply::data(data, started),
         Err(e) => Reply::error(&e, started),
@@ -111,25 +114,50 @@ pub async fn create(State(ctl): Ctl, headers: HeaderMap, body: Bytes) -> Reply<I
     operation_id = "list_instances",
     tag = TAG_INSTANCES,
     security(("bearer" = [])),
+    params(ListQuery),
     responses(
         (status = 200, description = "The account's instances", body = Envelope<InstanceList>),
+        (status = 400, description = "Invalid query", body = Envelope<NoData>),
         (status = 401, description = "Missing or bad token", body = Envelope<NoData>),
         (status = 500, description = "The store failed", body = Envelope<NoData>),
     )
 )]
-pub async fn list(State(ctl): Ctl, headers: HeaderMap) -> Reply<InstanceList> {
+pub async fn list(
+    State(ctl): Ctl,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Reply<InstanceList> {
     let started = Instant::now();
     let result = async {
         let account = account(&ctl, &headers)?;
+        let Query(query) = query.map_err(|e| Error::bad_request(format!("Invalid query: {e}")))?;
+        let split = |list: &Option<String>| -> Option<Vec<String>> {
+            list.as_ref()
+                .map(|l| l.split(',').map(|s| s.trim().to_string()).collect())
+        };
+        let (names, uuids) = (split(&query.name), split(&query.uuid));
         let records = ctl.list(&account).await?;
         Ok(records
             .iter()
+            .filter(|r| names.as_ref().is_none_or(|n| n.contains(&r.instance.name)))
+            .filter(|r| uuids.as_ref().is_none_or(|u| u.contains(&r.instance.uuid)))
             .map(view::instance)
             .collect::<Vec<_>>()
             .into())
     }
     .await;
     reply(started, result)
+}
+
+/// Which instances to list.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only instances with these names (comma-separated).
+    name: Option<String>,
+    /// Only instances with these uuids (comma-separated).
+    uuid: Option<String>,
 }
 
 /// Get an instance
@@ -233,9 +261,8 @@ pub async fn start(
     let started = Instant::now();
     let result = async {
         let account = account(&ctl, &headers)?;
-        let before = ctl.get(&account, &id).await?;
-        let after = ctl.start_instance(&account, &id).await?;
-        Ok(vec![view::transition(&after, before.instance.state.as_str())].into())
+        let (previous, after) = ctl.start_instance(&account, &id).await?;
+        Ok(vec![view::transition(&after, previous.as_str())].into())
     }
     .await;
     reply(started, result)
@@ -270,9 +297,8 @@ pub async fn stop(
     let started = Instant::now();
     let result = async {
         let account = account(&ctl, &headers)?;
-        let before = ctl.get(&account, &id).await?;
-        let after = ctl.stop_instance(&account, &id).await?;
-        Ok(vec![view::transition(&after, before.instance.state.as_str())].into())
+        let (previous, after) = ctl.stop_instance(&account, &id).await?;
+        Ok(vec![view::transition(&after, previous.as_str())].into())
     }
     .await;
     reply(started, result)

@@ -3,9 +3,13 @@
 //! registered together with its OpenAPI documentation, so that the document served at
 //! `/openapi.json` describes exactly the routes the server has.
 
+mod batch;
 mod doc;
 mod envelope;
 mod instances;
+mod metrics;
+mod patch;
+mod refs;
 mod strict;
 mod view;
 
@@ -47,11 +51,23 @@ where
     OpenApiRouter::with_openapi(doc::base())
         .routes(routes!(healthz))
         .routes(routes!(doc::serve))
-        .routes(routes!(instances::list, instances::create))
-        .routes(routes!(instances::get, instances::delete))
+        .routes(routes!(metrics::serve))
+        .routes(routes!(
+            instances::list,
+            instances::create,
+            batch::delete_many,
+            patch::patch_many
+        ))
+        .routes(routes!(instances::get, instances::delete, patch::patch_one))
         .routes(routes!(instances::start))
         .routes(routes!(instances::stop))
         .routes(routes!(instances::log))
+        .routes(routes!(batch::start_many))
+        .routes(routes!(batch::stop_many))
+        .routes(routes!(batch::wait_many))
+        .routes(routes!(batch::wait_one))
+        .routes(routes!(batch::templates))
+        .routes(routes!(batch::checkpoints))
 }
 
 /// What every answer goes through besides its route: the envelope for unknown paths and the
@@ -62,7 +78,9 @@ where
 {
     routes
         .fallback(envelope::not_found)
+        .method_not_allowed_fallback(envelope::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(envelope::wrap_plain_errors))
         .with_state(state)
 }
 

@@ -8,33 +8,82 @@ use utoipa::ToSchema;
 use weft_controller::{LogChunk, Record};
 use weft_store::Interface;
 
-use crate::envelope::{Data, ItemStatus, Outcome};
+use crate::envelope::{Data, Outcome};
 
 /// Declares the `data` of answers about instances with items of one type: the items, under
-/// `instances`. (Concrete types rather than one generic, so that the document refers to the
-/// item schemas instead of repeating them.)
+/// `instances`, each done or failed. (Concrete types rather than one generic, so that the
+/// document refers to the item schemas instead of repeating them.)
 macro_rules! item_list {
-    ($(#[$doc:meta])* $list:ident of $item:ident) => {
+    ($(#[$doc:meta])* $list:ident of $item:ident as $entry:ident) => {
+        /// One item of the answer: done, or failed with the reason.
+        #[derive(Clone, Debug, Serialize, ToSchema)]
+        #[serde(untagged)]
+        #[allow(clippy::large_enum_variant)] // Items are built once and sent.
+        pub enum $entry {
+            Done($item),
+            Failed(FailedItem),
+        }
+
         $(#[$doc])*
         #[derive(Clone, Debug, Serialize, ToSchema)]
         pub struct $list {
-            pub instances: Vec<$item>,
+            pub instances: Vec<$entry>,
         }
 
         impl From<Vec<$item>> for $list {
-            fn from(instances: Vec<$item>) -> Self {
+            fn from(items: Vec<$item>) -> Self {
+                $list { instances: items.into_iter().map($entry::Done).collect() }
+            }
+        }
+
+        impl From<Vec<$entry>> for $list {
+            fn from(instances: Vec<$entry>) -> Self {
                 $list { instances }
+            }
+        }
+
+        impl From<Result<$item, FailedItem>> for $entry {
+            fn from(result: Result<$item, FailedItem>) -> Self {
+                match result {
+                    Ok(item) => $entry::Done(item),
+                    Err(failed) => $entry::Failed(failed),
+                }
             }
         }
 
         impl Data for $list {
             fn failed(&self) -> (usize, usize) {
                 let failed = self.instances.iter();
-                let failed = failed.filter(|i| i.outcome.status == ItemStatus::Error);
+                let failed = failed.filter(|i| matches!(i, $entry::Failed(_)));
                 (failed.count(), self.instances.len())
             }
         }
     };
+}
+
+/// An item of a call on several objects that failed: which object, and why.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FailedItem {
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub uuid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub name: Option<String>,
+}
+
+impl FailedItem {
+    /// The failure of the item that referred to an object by `id` (a uuid or a name).
+    pub fn new(id: &str, err: &weft_controller::Error) -> FailedItem {
+        let by_uuid = weft_model::names::looks_like_uuid(id);
+        FailedItem {
+            outcome: Outcome::failure(err),
+            uuid: by_uuid.then(|| id.to_string()),
+            name: (!by_uuid).then(|| id.to_string()),
+        }
+    }
 }
 
 /// An instance: a microVM and its network interfaces.
@@ -152,6 +201,16 @@ pub struct LogItem {
     pub available: LogRange,
 }
 
+/// An instance and the state it is in (the answer to wait).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct StateItem {
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub uuid: String,
+    pub name: String,
+    pub state: String,
+}
+
 /// Byte offsets: `start` included, `end` excluded.
 #[derive(Clone, Copy, Debug, Serialize, ToSchema)]
 pub struct LogRange {
@@ -161,22 +220,27 @@ pub struct LogRange {
 
 item_list! {
     /// The `data` of an answer with instances.
-    InstanceList of InstanceItem
+    InstanceList of InstanceItem as InstanceEntry
 }
 
 item_list! {
     /// The `data` of an answer to start or stop.
-    TransitionList of TransitionItem
+    TransitionList of TransitionItem as TransitionEntry
 }
 
 item_list! {
     /// The `data` of an answer to delete.
-    DeleteList of DeleteItem
+    DeleteList of DeleteItem as DeleteEntry
+}
+
+item_list! {
+    /// The `data` of an answer to wait.
+    StateList of StateItem as StateEntry
 }
 
 item_list! {
     /// The `data` of an answer with console output.
-    LogList of LogItem
+    LogList of LogItem as LogEntry
 }
 
 pub fn instance(record: &Record) -> InstanceItem {
@@ -232,6 +296,15 @@ pub fn transition(record: &Record, previous: &str) -> TransitionItem {
         name: record.instance.name.clone(),
         state: record.instance.state.as_str().to_string(),
         previous_state: previous.to_string(),
+    }
+}
+
+pub fn state(record: &Record) -> StateItem {
+    StateItem {
+        outcome: Outcome::success(),
+        uuid: record.instance.uuid.clone(),
+        name: record.instance.name.clone(),
+        state: record.instance.state.as_str().to_string(),
     }
 }
 

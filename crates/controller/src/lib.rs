@@ -66,6 +66,8 @@ pub struct Controller {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub console_rotations: std::sync::atomic::AtomicU64,
+    /// The platform resolver's counters, once it serves.
+    pub dns: std::sync::OnceLock<Arc<weft_dns::Counters>>,
 }
 
 impl Controller {
@@ -120,6 +122,16 @@ impl Controller {
 
     pub async fn get(&self, account: &Account, id: &str) -> Result<Record, Error> {
         self.find(account, id).await
+    }
+
+    /// How many instances of all accounts are in each state.
+    pub async fn count_by_state(&self) -> Result<Vec<(&'static str, u64)>, Error> {
+        let all = self.store.list_instances(None).await?;
+        let mut counts: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        for (instance, _) in all {
+            *counts.entry(instance.state.as_str()).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
     }
 
     pub async fn list(&self, account: &Account) -> Result<Vec<Record>, Error> {

@@ -133,16 +133,18 @@ impl Controller {
         }
     }
 
+    /// Boots a stopped instance. Returns the state it was in and the instance now.
     pub async fn start_instance(
         self: &Arc<Self>,
         account: &Account,
         id: &str,
-    ) -> Result<Record, Error> {
+    ) -> Result<(State, Record), Error> {
         let record = self.find(account, id).await?;
         let lock = self.op_lock(&record.instance.uuid);
         let _op = lock.lock().await;
 
         let record = self.find_by_uuid(&record.instance.uuid).await?;
+        let previous = record.instance.state;
         if record.instance.state == State::Template {
             return Err(Error::bad_request(format!(
                 "Instance '{}' is a template; create an instance from it with 'template'",
@@ -150,7 +152,7 @@ impl Controller {
             )));
         }
         if record.instance.state != State::Stopped {
-            return Ok(record);
+            return Ok((previous, record));
         }
         // The user's own devices may have changed since the instance was created.
         for iface in record.interfaces.iter().filter(|i| !i.pool) {
@@ -161,17 +163,23 @@ impl Controller {
             .await
             .map_err(|e| Error::step("host network setup", e))?;
         self.boot(&record).await?;
-        self.find_by_uuid(&record.instance.uuid).await
+        Ok((previous, self.find_by_uuid(&record.instance.uuid).await?))
     }
 
-    pub async fn stop_instance(&self, account: &Account, id: &str) -> Result<Record, Error> {
+    /// Stops an instance's guest. Returns the state it was in and the instance now.
+    pub async fn stop_instance(
+        &self,
+        account: &Account,
+        id: &str,
+    ) -> Result<(State, Record), Error> {
         let record = self.find(account, id).await?;
         let lock = self.op_lock(&record.instance.uuid);
         let _op = lock.lock().await;
 
         let record = self.find_by_uuid(&record.instance.uuid).await?;
+        let previous = record.instance.state;
         self.halt(&record).await?;
-        self.find_by_uuid(&record.instance.uuid).await
+        Ok((previous, self.find_by_uuid(&record.instance.uuid).await?))
     }
 
     /// Stops the guest of an instance, if it has one.

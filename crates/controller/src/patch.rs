@@ -9,8 +9,10 @@ use crate::error::Error;
 use crate::request::ImageRef;
 use crate::{images, Account, Controller, Record};
 
-/// `PATCH /v1/instances/{id}`.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `PATCH /v1/instances/{id}`: the properties to change; they apply at the next start. The
+/// network configuration cannot be changed (R10): `network_interfaces`, `gateway` and
+/// `nameserver` are refused with a message saying so.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchRequest {
     pub image: Option<ImageRef>,
@@ -18,8 +20,14 @@ pub struct PatchRequest {
     pub env: Option<BTreeMap<String, String>>,
     pub memory_mb: Option<u32>,
     pub vcpus: Option<u32>,
+    /// Refused: set once at create.
+    #[schema(value_type = Option<Object>)]
     pub network_interfaces: Option<serde_json::Value>,
+    /// Refused: set once at create.
+    #[schema(value_type = Option<String>)]
     pub gateway: Option<serde_json::Value>,
+    /// Refused: set once at create.
+    #[schema(value_type = Option<String>)]
     pub nameserver: Option<serde_json::Value>,
 }
 

@@ -75,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
             ))),
         )
         .await?;
+        let _ = controller.metrics.dns.set(resolver.counters());
         tokio::spawn(resolver.run());
     }
     let listener = tokio::net::TcpListener::bind(listen)
