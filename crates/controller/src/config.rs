@@ -79,6 +79,10 @@ pub struct AccountConfig {
     pub name: String,
     #[serde(default)]
     pub tokens: Vec<String>,
+    /// Tokens given by their SHA-256 digest (`sha256:<64 hex digits>`), so that the
+    /// configuration need not hold them.
+    #[serde(default)]
+    pub token_sha256: Vec<String>,
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub permissions: Vec<String>,
