@@ -17,8 +17,8 @@ use crate::envelope::{Envelope, NoData, Reply};
 use crate::instances::{account, reply};
 use crate::refs::{self, Item};
 use crate::view::{
-    self, DeleteEntry, DeleteList, FailedItem, InstanceEntry, InstanceList, StateEntry, StateList,
-    TransitionEntry, TransitionList,
+    self, DeleteEntry, DeleteList, FailedItem, InstanceEntry, InstanceList, LogEntry, LogList,
+    StateEntry, StateList, TransitionEntry, TransitionList,
 };
 use crate::{strict, TAG_INSTANCES};
 
@@ -258,6 +258,72 @@ pub async fn wait_many(State(ctl): Ctl, headers: HeaderMap, body: Bytes) -> Repl
                     .into()
             })
             .collect();
+        Ok(out.into())
+    }
+    .await;
+    reply(started, result)
+}
+
+/// An integer member of a batch item, if given.
+fn int_member(item: &Item, index: usize, key: &str) -> Result<Option<i64>, Error> {
+    match item.rest.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+            Error::bad_request(format!(
+                "Invalid value for '[{index}].{key}': expected an integer, not {v}"
+            ))
+        }),
+    }
+}
+
+/// Get several instances' console output
+///
+/// Each item may say its own `offset` (negative: from the end) and `limit`, as the query of
+/// the single form does.
+#[utoipa::path(
+    get,
+    path = "/v1/instances/log",
+    operation_id = "get_instances_log",
+    tag = TAG_INSTANCES,
+    security(("bearer" = [])),
+    request_body(content = Vec<Object>, description = "Items `{\"uuid\"|\"name\", \"offset\"?, \"limit\"?}`"),
+    responses(
+        (status = 200, description = "A window of each instance's console output, or why not", body = Envelope<LogList>),
+        (status = 400, description = "Malformed body", body = Envelope<NoData>),
+        (status = 401, description = "Missing or bad token", body = Envelope<NoData>),
+    )
+)]
+pub async fn log_many(State(ctl): Ctl, headers: HeaderMap, body: Bytes) -> Reply<LogList> {
+    let started = Instant::now();
+    let result = async {
+        let account = account(&ctl, &headers)?;
+        let mut windows = Vec::new();
+        for (i, item) in batch(&body, &[&["offset", "limit"]])?
+            .into_iter()
+            .enumerate()
+        {
+            let offset = int_member(&item, i, "offset")?.unwrap_or(0);
+            let limit = match int_member(&item, i, "limit")? {
+                None => crate::instances::LOG_LIMIT_DEFAULT,
+                Some(n) if n >= 0 => n as u64,
+                Some(n) => {
+                    return Err(Error::bad_request(format!(
+                        "Invalid value for '[{i}].limit': expected a count of bytes, not {n}"
+                    )))
+                }
+            };
+            windows.push((item.id, offset, limit));
+        }
+        let mut out: Vec<LogEntry> = Vec::new();
+        for (id, offset, limit) in &windows {
+            let done = async {
+                let record = ctl.get(&account, id).await?;
+                let chunk = ctl.log(&account, id, *offset, *limit).await?;
+                Ok::<_, Error>(view::log(&record, &chunk))
+            }
+            .await;
+            out.push(done.map_err(|e| FailedItem::new(id, &e)).into());
+        }
         Ok(out.into())
     }
     .await;

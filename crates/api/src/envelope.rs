@@ -57,6 +57,12 @@ pub struct NoData {}
 pub trait Data {
     /// How many of the items failed, and how many there are.
     fn failed(&self) -> (usize, usize);
+
+    /// The HTTP code and message of each failed item, in order. The envelope of an answer
+    /// whose items failed says why from these.
+    fn failures(&self) -> Vec<(u16, String)> {
+        Vec::new()
+    }
 }
 
 /// How one item of an answer fared. Every item repeats its `status`; a failed one also says
@@ -91,6 +97,14 @@ impl Outcome {
         }
     }
 
+    /// The HTTP code and message of a failed item.
+    pub fn code_and_message(&self) -> (u16, String) {
+        (
+            self.error.unwrap_or(500),
+            self.message.clone().unwrap_or_default(),
+        )
+    }
+
     pub fn failure(err: &Error) -> Outcome {
         Outcome {
             status: ItemStatus::Error,
@@ -108,15 +122,48 @@ pub struct Reply<D> {
 }
 
 impl<D: Data> Reply<D> {
-    /// A success holding items (each item carries its own `status`); when some items failed
-    /// and some did not, the status is `partial_success`.
+    /// An answer holding items, each with its own `status`. When some items failed and some
+    /// did not, the status is `partial_success` and `message` says how many failed; when all
+    /// failed, it is `error`, with `message` and the items' codes in `errors`. The HTTP code
+    /// stays 200 either way: the request itself was carried out, item by item.
     pub fn data(data: D, started: Instant) -> Self {
-        let status = match data.failed() {
+        let (failed, all) = data.failed();
+        let status = match (failed, all) {
             (0, _) => Status::Success,
             (failed, all) if failed == all => Status::Error,
             _ => Status::PartialSuccess,
         };
-        Reply::new(StatusCode::OK, status, Some(data), started)
+        let failures = data.failures();
+        let mut reply = Reply::new(StatusCode::OK, status, Some(data), started);
+        if status != Status::Success {
+            reply.envelope.message = Some(failure_summary(failed, all, &failures));
+        }
+        if status == Status::Error {
+            let mut codes: Vec<u16> = Vec::new();
+            for (code, _) in &failures {
+                if !codes.contains(code) {
+                    codes.push(*code);
+                }
+            }
+            reply.envelope.errors = Some(
+                codes
+                    .into_iter()
+                    .map(|status| ErrorStatus { status })
+                    .collect(),
+            );
+        }
+        reply
+    }
+}
+
+/// The `message` of an answer whose items failed: the one item's own message, or how many
+/// failed and why the first did.
+fn failure_summary(failed: usize, all: usize, failures: &[(u16, String)]) -> String {
+    let first = failures.first().map(|(_, message)| message.as_str());
+    match (all, first) {
+        (1, Some(message)) => message.to_string(),
+        (_, Some(message)) => format!("{failed} of {all} items failed; the first: {message}"),
+        (_, None) => format!("{failed} of {all} items failed"),
     }
 }
 
@@ -171,8 +218,14 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
 }
 
 /// Puts failures that the framework answers itself (a body over the limit, a path that is
-/// not UTF-8, ...) into the envelope, keeping their status and headers.
-pub async fn wrap_plain_errors(response: Response) -> Response {
+/// not UTF-8, ...) into the envelope, keeping their status and headers and saying how long
+/// the request took.
+pub async fn wrap_plain_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
     let status = response.status();
     let is_json = response
         .headers()
@@ -199,7 +252,7 @@ pub async fn wrap_plain_errors(response: Response) -> Response {
         errors: Some(vec![ErrorStatus {
             status: status.as_u16(),
         }]),
-        op_time_us: 0,
+        op_time_us: started.elapsed().as_micros() as u64,
     };
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     parts.headers.insert(

@@ -363,4 +363,4 @@ pub async fn log(
 }
 
 /// How much console output one log request returns unless it asks otherwise.
-const LOG_LIMIT_DEFAULT: u64 = 64 * 1024;
+pub(crate) const LOG_LIMIT_DEFAULT: u64 = 64 * 1024;

@@ -65,6 +65,7 @@ where
         .routes(routes!(batch::start_many))
         .routes(routes!(batch::stop_many))
         .routes(routes!(batch::wait_many))
+        .routes(routes!(batch::log_many))
         .routes(routes!(batch::wait_one))
         .routes(routes!(batch::templates))
         .routes(routes!(batch::checkpoints))
@@ -80,7 +81,7 @@ where
         .fallback(envelope::not_found)
         .method_not_allowed_fallback(envelope::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::map_response(envelope::wrap_plain_errors))
+        .layer(axum::middleware::from_fn(envelope::wrap_plain_errors))
         .with_state(state)
 }
 

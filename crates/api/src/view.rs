@@ -57,6 +57,16 @@ macro_rules! item_list {
                 let failed = failed.filter(|i| matches!(i, $entry::Failed(_)));
                 (failed.count(), self.instances.len())
             }
+
+            fn failures(&self) -> Vec<(u16, String)> {
+                self.instances
+                    .iter()
+                    .filter_map(|i| match i {
+                        $entry::Failed(f) => Some(f.outcome.code_and_message()),
+                        $entry::Done(_) => None,
+                    })
+                    .collect()
+            }
         }
     };
 }
@@ -110,9 +120,10 @@ pub struct InstanceItem {
     pub private_ip: Option<String>,
     /// `<name>.internal`.
     pub private_fqdn: String,
-    /// The guest's default gateway, when the create request overrode it.
+    /// The gateway the guest is told: the create request's `gateway`, or the one derived
+    /// from the first pool interface's network (else the primary's); null when there is none.
     pub gateway: Option<String>,
-    /// The guest's nameserver, when the create request overrode it.
+    /// The nameserver the guest is told, given or derived as `gateway`.
     pub nameserver: Option<String>,
     /// The interfaces, primary first.
     pub network_interfaces: Vec<InterfaceItem>,
@@ -151,14 +162,14 @@ pub struct InterfaceItem {
     pub pool: bool,
     /// Whether the guest configures the interface itself.
     pub autoconfig: bool,
-    /// The instance this interface's traffic is relayed through, if any.
+    /// The relay this interface's traffic passes through, if any.
     pub relay: Option<RelayItem>,
 }
 
 /// The relay of an interface.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct RelayItem {
-    /// The name of the relay instance.
+    /// The name of the relay interface (an interface of another instance of the account).
     pub name: String,
     /// Whether the guest's DNS queries go through the relay too.
     pub relay_dns: bool,
@@ -437,6 +448,59 @@ mod tests {
                 "exit_code": null,
             })
         );
+    }
+
+    fn envelope_of(entries: Vec<TransitionEntry>) -> Value {
+        use axum::response::IntoResponse as _;
+
+        let reply =
+            crate::envelope::Reply::data(TransitionList::from(entries), std::time::Instant::now());
+        let response = reply.into_response();
+        assert_eq!(response.status(), 200);
+        let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 1 << 20));
+        let mut value: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+        value["op_time_us"] = json!(0);
+        value
+    }
+
+    #[test]
+    fn an_answer_whose_items_failed_says_why() {
+        let done = || TransitionEntry::Done(transition(&record(), "stopped"));
+        let failed = |id: &str, err: weft_controller::Error| {
+            TransitionEntry::Failed(FailedItem::new(id, &err))
+        };
+        let missing = || weft_controller::Error::not_found("No instance 'a'");
+        let busy = || weft_controller::Error::conflict("busy");
+
+        let all_good = envelope_of(vec![done()]);
+        assert_eq!(all_good["status"], "success");
+        assert!(all_good.get("message").is_none() && all_good.get("errors").is_none());
+
+        let one_bad = envelope_of(vec![failed("a", missing())]);
+        assert_eq!(one_bad["status"], "error");
+        assert_eq!(one_bad["message"], "No instance 'a'");
+        assert_eq!(one_bad["errors"], json!([{"status": 404}]));
+        assert_eq!(one_bad["data"]["instances"][0]["error"], 404);
+
+        let some_bad = envelope_of(vec![done(), failed("a", missing())]);
+        assert_eq!(some_bad["status"], "partial_success");
+        assert_eq!(
+            some_bad["message"],
+            "1 of 2 items failed; the first: No instance 'a'"
+        );
+        assert!(some_bad.get("errors").is_none());
+
+        let all_bad = envelope_of(vec![
+            failed("a", missing()),
+            failed("b", busy()),
+            failed("c", missing()),
+        ]);
+        assert_eq!(all_bad["status"], "error");
+        assert_eq!(
+            all_bad["message"],
+            "3 of 3 items failed; the first: No instance 'a'"
+        );
+        assert_eq!(all_bad["errors"], json!([{"status": 404}, {"status": 409}]));
     }
 
     #[test]
