@@ -61,6 +61,7 @@ pub async fn patch_one(
         let account = account(&ctl, &headers)?;
         let value = strict::json(&body)?;
         strict::check_object(&value, "", &known(&account))?;
+        strict::check_image(&value)?;
         let record = ctl.patch(&account, &id, request(value)?).await?;
         Ok(vec![view::instance(&record)].into())
     }
@@ -91,7 +92,8 @@ pub async fn patch_many(State(ctl): Ctl, headers: HeaderMap, body: Bytes) -> Rep
         let items = refs::items(strict::json(&body)?, &known(&account))?;
         let mut out: Vec<InstanceEntry> = Vec::new();
         for item in items {
-            let done = match request(Value::Object(item.rest)) {
+            let rest = Value::Object(item.rest);
+            let done = match strict::check_image(&rest).and_then(|()| request(rest)) {
                 Ok(req) => ctl.patch(&account, &item.id, req).await,
                 Err(e) => Err(e),
             };

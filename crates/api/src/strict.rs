@@ -120,9 +120,7 @@ pub fn check_create(value: &Value, account: &Account) -> Result<(), Error> {
         check_object(value, "", &[members::CREATE])?;
     }
 
-    if let Some(image @ Value::Object(_)) = value.get("image") {
-        check_object(image, "image", &[members::IMAGE])?;
-    }
+    check_image(value)?;
     if let Some(Value::Array(ifaces)) = value.get("network_interfaces") {
         for (i, iface) in ifaces.iter().enumerate() {
             check_object(
@@ -130,16 +128,36 @@ pub fn check_create(value: &Value, account: &Account) -> Result<(), Error> {
                 &format!("network_interfaces[{i}]"),
                 &[members::INTERFACE],
             )?;
-            if let Some(relay @ Value::Object(_)) = iface.get("relay") {
-                check_object(
+            match iface.get("relay") {
+                None | Some(Value::Null) => {}
+                Some(relay @ Value::Object(_)) => check_object(
                     relay,
                     &format!("network_interfaces[{i}].relay"),
                     &[members::RELAY],
-                )?;
+                )?,
+                // Typed parsing would take a list for the object's members in order.
+                Some(other) => {
+                    return Err(Error::bad_request(format!(
+                        "Invalid value for 'network_interfaces[{i}].relay': expected an object \
+                         with 'name', not {other}"
+                    )))
+                }
             }
         }
     }
     Ok(())
+}
+
+const IMAGE_SHAPE: &str = "Invalid image: expected a string or an object with 'url'";
+
+/// Checks the `image` member of a create or patch body: a name, or an object with `url`.
+/// (Typed parsing alone would also take `["base"]`, a list of the object's members.)
+pub fn check_image(body: &Value) -> Result<(), Error> {
+    match body.get("image") {
+        None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
+        Some(image @ Value::Object(_)) => check_object(image, "image", &[members::IMAGE]),
+        Some(_) => Err(Error::bad_request(IMAGE_SHAPE)),
+    }
 }
 
 /// Deserializes a checked value, naming the path of a value of the wrong type.
@@ -153,7 +171,7 @@ pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Error> {
             .unwrap_or(&inner)
             .to_string();
         if path == "image" || path.starts_with("image.") {
-            Error::bad_request("Invalid image: expected a string or an object with 'url'")
+            Error::bad_request(IMAGE_SHAPE)
         } else if path == "." {
             Error::bad_request(format!("Invalid request: {inner}"))
         } else {
@@ -165,6 +183,25 @@ pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_are_not_taken_from_lists() {
+        let account = Account {
+            name: "acme".into(),
+            permissions: vec!["net_manager".into()],
+            license: vec![],
+        };
+        let msg = |v: Value| check_create(&v, &account).unwrap_err().message;
+        assert_eq!(msg(serde_json::json!({"image": ["base"]})), IMAGE_SHAPE);
+        assert_eq!(msg(serde_json::json!({"image": 5})), IMAGE_SHAPE);
+        assert_eq!(
+            msg(serde_json::json!({"network_interfaces": [{"relay": ["gw-eth0"]}]})),
+            "Invalid value for 'network_interfaces[0].relay': expected an object with 'name', \
+             not [\"gw-eth0\"]"
+        );
+        assert!(check_create(&serde_json::json!({"image": {"url": "base"}}), &account).is_ok());
+        assert!(check_create(&serde_json::json!({"image": "base"}), &account).is_ok());
+    }
 
     #[test]
     fn duplicate_members_are_refused_at_any_depth() {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use weft_hostnet::DeviceKind;
-use weft_model::names::{check_name, fallback_interface_name, generated_interface_name};
+use weft_model::names::{fallback_interface_name, generated_interface_name};
 use weft_model::MacAddr;
 use weft_store::{Instance, Interface, State};
 
@@ -15,7 +15,8 @@ use crate::pools::Lease;
 use crate::request::CreateRequest;
 use crate::sources::inherit;
 use crate::validate::{
-    check_args_env, check_boot_args_fit, check_memory, in_range, refuse_unsupported, VCPUS,
+    check_args_env, check_boot_args_fit, check_instance_name, check_memory, in_range,
+    refuse_unsupported, VCPUS,
 };
 use crate::{images, Account, Controller, Record};
 
@@ -76,8 +77,7 @@ impl Controller {
         )?;
 
         if let Some(name) = &req.name {
-            check_name(name)
-                .map_err(|e| Error::bad_request(format!("Invalid name '{name}': it {e}")))?;
+            check_instance_name("name", name)?;
         }
         let memory_mb = check_memory(
             req.memory_mb.unwrap_or(128),

@@ -20,15 +20,24 @@ pub struct PatchRequest {
     pub env: Option<BTreeMap<String, String>>,
     pub memory_mb: Option<u32>,
     pub vcpus: Option<u32>,
-    /// Refused: set once at create.
+    /// Refused, whatever its value (even null): set once at create.
+    #[serde(default, deserialize_with = "given")]
     #[schema(value_type = Option<Object>)]
     pub network_interfaces: Option<serde_json::Value>,
-    /// Refused: set once at create.
+    /// Refused, whatever its value (even null): set once at create.
+    #[serde(default, deserialize_with = "given")]
     #[schema(value_type = Option<String>)]
     pub gateway: Option<serde_json::Value>,
-    /// Refused: set once at create.
+    /// Refused, whatever its value (even null): set once at create.
+    #[serde(default, deserialize_with = "given")]
     #[schema(value_type = Option<String>)]
     pub nameserver: Option<serde_json::Value>,
+}
+
+/// A member that is present, null included: a patch that names a network field asks to
+/// change it, and is refused rather than silently ignored.
+fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 pub mod members {
@@ -49,8 +58,12 @@ impl Controller {
             ("nameserver", req.nameserver.is_some()),
         ];
         if let Some((field, _)) = network.iter().find(|(_, given)| *given) {
+            // As at create (R9): unknown without the permission, refused without the license.
             if !account.is_net_manager() {
                 return Err(Error::bad_request(crate::texts::unknown_member(field)));
+            }
+            if !account.licensed_for_custom_network() {
+                return Err(Error::forbidden(crate::texts::LICENSE));
             }
             return Err(Error::bad_request(format!(
                 "'{field}' cannot be changed: the network configuration is set once when the \
@@ -99,5 +112,20 @@ impl Controller {
         self.store.update_config(&instance).await?;
         self.notify();
         self.find_by_uuid(&instance.uuid).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_network_member_is_given_even_when_null() {
+        let req: PatchRequest =
+            serde_json::from_value(serde_json::json!({"gateway": null, "memory_mb": 256})).unwrap();
+        assert_eq!(req.gateway, Some(serde_json::Value::Null));
+        assert_eq!(req.nameserver, None);
+        let req: PatchRequest = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(req.network_interfaces.is_none() && req.gateway.is_none());
     }
 }

@@ -93,8 +93,7 @@ impl Controller {
         let _reserve = self.reserve.lock().await;
         let name = match name {
             Some(name) => {
-                weft_model::names::check_name(name)
-                    .map_err(|e| Error::bad_request(format!("Invalid name '{name}': it {e}")))?;
+                crate::validate::check_instance_name("checkpoint_name", name)?;
                 if self.store.instance_name_taken(&account.name, name).await? {
                     return Err(Error::conflict(format!(
                         "name '{name}' is already used by another instance"

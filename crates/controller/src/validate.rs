@@ -142,6 +142,25 @@ fn host_memory_mb() -> Option<u64> {
     Some(kb / 1024)
 }
 
+/// The words that follow `/v1/instances/` in the API's own paths. An instance of such a
+/// name could not be addressed by name (`GET /v1/instances/wait` is the batch wait, not the
+/// instance `wait`), so these names are refused.
+pub(crate) const PATH_WORDS: &[&str] =
+    &["wait", "start", "stop", "log", "templates", "checkpoints"];
+
+/// Checks the name of a new instance: a DNS label that is not one of the API's path words.
+pub(crate) fn check_instance_name(field: &str, name: &str) -> Result<(), Error> {
+    weft_model::names::check_name(name)
+        .map_err(|e| Error::bad_request(format!("Invalid {field} '{name}': it {e}")))?;
+    if PATH_WORDS.contains(&name) {
+        return Err(Error::bad_request(format!(
+            "Invalid {field} '{name}': it is reserved, since /v1/instances/{name} is an endpoint \
+             of the API and the instance could not be addressed by name"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn in_range(field: &str, value: u32, (min, max): (u32, u32)) -> Result<u32, Error> {
     if (min..=max).contains(&value) {
         Ok(value)
@@ -241,4 +260,27 @@ pub(crate) fn check_args_env(req: &CreateRequest) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names_are_labels_but_not_path_words() {
+        assert!(check_instance_name("name", "web-1").is_ok());
+        assert!(check_instance_name("name", "waiter").is_ok());
+        for word in PATH_WORDS {
+            let err = check_instance_name("name", word).unwrap_err();
+            assert!(
+                err.message
+                    .starts_with(&format!("Invalid name '{word}': it is reserved")),
+                "{err}"
+            );
+        }
+        let err = check_instance_name("checkpoint_name", "A b").unwrap_err();
+        assert!(err
+            .message
+            .starts_with("Invalid checkpoint_name 'A b': it may only hold"));
+    }
 }
