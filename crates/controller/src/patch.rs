@@ -90,18 +90,25 @@ impl Controller {
             ..Default::default()
         };
         crate::validate::check_args_env(&probe)?;
-        if let Some(args) = req.args {
-            instance.args = args;
+        let image = images::resolve(
+            &self.config.images_dir,
+            &instance.image,
+            self.driver.boots_kernel(),
+        )?;
+        match req.args {
+            // As at create: no args are the image's own.
+            Some(args) if args.is_empty() => instance.args = image.default_args.clone(),
+            Some(args) => instance.args = args,
+            None => {}
         }
         if let Some(env) = req.env {
             instance.env = env;
         }
-        if let Some(memory_mb) = req.memory_mb {
-            let image = images::resolve(
-                &self.config.images_dir,
-                &instance.image,
-                self.driver.boots_kernel(),
-            )?;
+        // What create refuses because it would not reach the guest, a patch cannot bring.
+        crate::validate::boot_args_fit(&instance.args, &instance.env, record.interfaces.len())?;
+        // A new image may need more memory than the instance has.
+        if req.memory_mb.is_some() || req.image.is_some() {
+            let memory_mb = req.memory_mb.unwrap_or(instance.memory_mb);
             instance.memory_mb =
                 crate::validate::check_memory(memory_mb, &instance.image, image.min_memory_mb)?;
         }

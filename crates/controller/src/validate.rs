@@ -195,29 +195,32 @@ pub(crate) fn check_boot_args_fit(
     planned: &[PlannedInterface],
     default_args: &[String],
 ) -> Result<(), Error> {
+    let app_args = match &req.args {
+        Some(args) if !args.is_empty() => args.as_slice(),
+        _ => default_args,
+    };
+    let empty = BTreeMap::new();
+    boot_args_fit(app_args, req.env.as_ref().unwrap_or(&empty), planned.len())
+}
+
+/// Whether these args and env fit on the boot command line of a guest with `nics` network
+/// interfaces, whatever their addresses.
+pub(crate) fn boot_args_fit(
+    app_args: &[String],
+    env: &BTreeMap<String, String>,
+    nics: usize,
+) -> Result<(), Error> {
     let widest = std::net::Ipv4Addr::new(255, 255, 255, 255);
+    let widest_netdev = NetdevConfig {
+        cidr: Some(Ipv4Cidr::new(widest, 32).expect("valid")),
+        gateway: Some(widest),
+        nameserver: Some(widest),
+    };
     let args = BootArgs {
-        netdevs: planned
-            .iter()
-            .map(|_| {
-                Some(NetdevConfig {
-                    cidr: Some(Ipv4Cidr::new(widest, 32).expect("valid")),
-                    gateway: Some(widest),
-                    nameserver: Some(widest),
-                })
-            })
-            .collect(),
-        macs: planned.iter().map(|_| MacAddr([0xff; 6])).collect(),
-        env: req
-            .env
-            .iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect(),
-        app_args: match &req.args {
-            Some(args) if !args.is_empty() => args.clone(),
-            _ => default_args.to_vec(),
-        },
+        netdevs: vec![Some(widest_netdev); nics],
+        macs: vec![MacAddr([0xff; 6]); nics],
+        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        app_args: app_args.to_vec(),
     };
     args.render().map(|_| ()).map_err(|e| {
         let field = match e {
