@@ -275,6 +275,103 @@ fn scenario(world: &World) {
     );
 }
 
+#[test]
+fn parallel_creates_beyond_the_pool_leave_nothing_of_the_refused() {
+    let test = "parallel_creates_beyond_the_pool_leave_nothing_of_the_refused";
+    let Some(world) = World::netns(test, "wpx", "[pool]\ntap_count = 9\n") else {
+        return;
+    };
+    world.run(exhaustion);
+}
+
+/// 12 creates of two pool interfaces each on a pool of 9 TAP devices: at most 4 fit, the
+/// fifth can take one device and not its second. Every refusal is a 409 naming the
+/// interface and the pool, and no device, address, route or row of a refused one remains.
+fn exhaustion(world: &World) {
+    let api = world.api();
+    let before = world.snapshot();
+    let barrier = Arc::new(Barrier::new(12));
+    let threads: Vec<_> = (0..12)
+        .map(|i| {
+            let (api, barrier) = (api.clone(), Arc::clone(&barrier));
+            let body = json!({ "name": format!("x{i}"), "image": "base", "args": sleeper(),
+                               "network_interfaces": [{}, {}] });
+            std::thread::spawn(move || {
+                barrier.wait();
+                api.post("/v1/instances", &body)
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, Value)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let won = answers.iter().filter(|(code, _)| *code == 200).count();
+    assert_eq!(won, 4, "{answers:?}");
+    for (code, answer) in answers.iter().filter(|(code, _)| *code != 200) {
+        assert_envelope("exhausted", *code, answer);
+        assert_eq!(*code, 409, "{answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("Cannot allocate network_interfaces[")
+                && message.ends_with("TAP device pool wt0..8 is exhausted"),
+            "{message}"
+        );
+    }
+    let (_, list) = api.get("/v1/instances");
+    let pool: BTreeSet<(String, String)> = items(&list)
+        .iter()
+        .flat_map(|i| i["network_interfaces"].as_array().unwrap().clone())
+        .map(|i| {
+            (
+                i["tap_name"].as_str().unwrap().to_string(),
+                i["private_ip"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(pool.len(), 8);
+    assert_eq!(host_routes(world), pool);
+    assert_eq!(guests_set(world), pool);
+    assert_eq!(
+        sqlite(world, "SELECT COUNT(*) FROM interfaces;"),
+        "8",
+        "interface rows"
+    );
+
+    // The one device left is free: an instance of one interface gets it, then the pool is
+    // full for everyone.
+    let (code, answer) = api.post(
+        "/v1/instances",
+        &json!({ "name": "last", "image": "base", "args": sleeper() }),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let (code, answer) = api.post(
+        "/v1/instances",
+        &json!({ "name": "more", "image": "base", "args": sleeper() }),
+    );
+    assert_eq!(code, 409, "{answer}");
+
+    let refs: Vec<Value> = items(&list)
+        .iter()
+        .map(|i| json!({ "name": i["name"] }))
+        .chain([json!({ "name": "last" })])
+        .collect();
+    let (code, answer) = api.raw(
+        "DELETE",
+        "/v1/instances",
+        Some(&Value::from(refs).to_string()),
+    );
+    assert_eq!(
+        (code, &answer["status"]),
+        (200, &json!("success")),
+        "{answer}"
+    );
+    let clean = weft_testkit::wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        (world.snapshot() == before && pool_taps_in_use(world) == 0).then_some(())
+    });
+    assert!(
+        clean.is_some(),
+        "host or store changed after deleting everything"
+    );
+}
+
 fn text(out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

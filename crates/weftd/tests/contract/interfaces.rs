@@ -143,6 +143,13 @@ fn interfaces(world: &World) {
     let t = told(api, "outside", &outside);
     assert_eq!(t.routes, ["via 192.168.50.1 dev eth0"]);
     assert_eq!(t.nameservers, ["9.9.9.9"]);
+    // One override leaves the other derived.
+    let gateway_only = create(api, json!({ "name": "gwonly", "gateway": "192.168.60.1" }));
+    assert_eq!(gateway_only["gateway"], "192.168.60.1");
+    assert_eq!(gateway_only["nameserver"], "10.100.255.254");
+    let t = told(api, "gwonly", &gateway_only);
+    assert_eq!(t.routes, ["via 192.168.60.1 dev eth0"]);
+    assert_eq!(t.nameservers, ["10.100.255.254"]);
     let inside = create(
         api,
         json!({ "name": "inside", "gateway": "172.30.6.1", "nameserver": "172.30.6.53",

@@ -132,10 +132,11 @@ fn refusals(world: &World) {
         json!({ "name": "own", "autostart": false,
                 "network_interfaces": [own("172.30.5.2/24", "custtap0")] }),
     );
-    create(
+    let oth = create(
         &other,
         json!({ "name": "oth", "autostart": false, "network_interfaces": [{ "name": "theirs" }] }),
     );
+    let oth_uuid = oth["uuid"].as_str().unwrap().to_string();
     let before = world.snapshot();
 
     let post = |rule, case: &str, api: &Api, extra: Value, status, text| Row {
@@ -321,6 +322,38 @@ fn refusals(world: &World) {
              exact("Invalid template 'two': instance 'two' is not a template")),
         post("R10", "checkpoint that is not one", &acme, json!({ "checkpoint": "two" }), 400,
              exact("Invalid checkpoint 'two': instance 'two' is not a checkpoint")),
+        // Another account's instances are not there, by name or by uuid.
+        Row {
+            rule: "accounts",
+            case: "delete another account's instance".into(),
+            api: acme.clone(),
+            method: "DELETE",
+            path: format!("/v1/instances/{oth_uuid}"),
+            body: None,
+            form: Form::Request,
+            status: 404,
+            text: exact(format!("No instance with uuid or name '{oth_uuid}'")),
+        },
+        batch("accounts", "start another account's instance", "PUT", "/v1/instances/start",
+              json!([{ "name": "oth" }]), 404, exact("No instance with uuid or name 'oth'")),
+        post("accounts", "branch another account's instance", &acme,
+             json!({ "branch_from": { "uuid": oth_uuid } }), 400,
+             exact(format!("Invalid branch_from '{oth_uuid}': no instance of that uuid or name"))),
+        // Branching and checkpoints have license features of their own.
+        post("license", "branch without the branching feature", &other,
+             json!({ "branch_from": "oth" }), 403,
+             exact("Insufficient license. Please make sure your license is valid and includes branching")),
+        Row {
+            rule: "license",
+            case: "checkpoint without the checkpointing feature".into(),
+            api: other.clone(),
+            method: "POST",
+            path: "/v1/instances/checkpoints".into(),
+            body: Some(json!([{ "name": "oth" }])),
+            form: Form::Item,
+            status: 403,
+            text: exact("Insufficient license. Please make sure your license is valid and includes checkpointing"),
+        },
         // R11: a relay in use stays, and says who uses it.
         Row {
             rule: "R11",

@@ -36,7 +36,45 @@ fn set_once(world: &World) {
     assert_eq!(patched["args"], json!(["/bin/busybox", "sleep", "601"]));
     assert_eq!(patched["network_interfaces"], p["network_interfaces"]);
     assert_eq!(patched["gateway"], "10.100.0.99");
+    // No args are the image's own, as at create; args that would not reach the guest are
+    // refused, as at create.
+    let (code, answer) = api.raw("PATCH", "/v1/instances/p", Some(r#"{"args": []}"#));
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        item(&answer)["args"],
+        json!(["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])
+    );
+    let body = json!({ "args": ["/bin/busybox", "sleep", "601"] }).to_string();
+    assert_eq!(api.raw("PATCH", "/v1/instances/p", Some(&body)).0, 200);
     let before = world.snapshot();
+    let too_many = json!({ "args": vec!["x"; 40] }).to_string();
+    let (code, answer) = api.raw("PATCH", "/v1/instances/p", Some(&too_many));
+    assert_envelope("patch args", code, &answer);
+    assert_eq!(code, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid args: 40 arguments do not fit"),
+        "{answer}"
+    );
+    let long_env: serde_json::Map<String, Value> =
+        (0..30).map(|i| (format!("K{i}"), json!("v"))).collect();
+    let (code, answer) = api.raw(
+        "PATCH",
+        "/v1/instances/p",
+        Some(&json!({ "env": long_env }).to_string()),
+    );
+    assert_eq!(code, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid env: "),
+        "{answer}"
+    );
+    assert_eq!(world.snapshot(), before);
+
     // A network member refuses the whole patch, whatever its value: null too.
     for member in ["network_interfaces", "gateway", "nameserver"] {
         for value in [json!(null), json!([]), json!("10.1.1.1")] {
