@@ -102,6 +102,36 @@ pub fn snapshot(host: &Netns, weftd: &Weftd) -> Snapshot {
 pub struct World {
     pub topo: Topology,
     pub weftd: Weftd,
+    /// The tokens of every account of the configuration, to clean up with.
+    tokens: Vec<String>,
+}
+
+impl Drop for World {
+    /// Deletes every instance of every account: guests outlive weftd on purpose, and a
+    /// test's guests must not outlive the test, whether it passed or not. Relays go once
+    /// their clients have, so this takes a few rounds at most.
+    fn drop(&mut self) {
+        for _ in 0..5 {
+            let mut left = 0;
+            for token in &self.tokens {
+                let api = self.weftd.api.with_token(token);
+                let (code, list) = api.get("/v1/instances");
+                if code != 200 {
+                    continue;
+                }
+                for inst in list["data"]["instances"].as_array().into_iter().flatten() {
+                    let uuid = inst["uuid"].as_str().unwrap_or_default();
+                    if api.delete(&format!("/v1/instances/{uuid}")).0 != 200 {
+                        left += 1;
+                    }
+                }
+            }
+            if left == 0 {
+                return;
+            }
+        }
+        eprintln!("some instances could not be deleted after the test");
+    }
 }
 
 impl World {
@@ -114,7 +144,13 @@ impl World {
         let images = images_or_skip(test)?;
         let topo = Topology::new(&tag(prefix));
         let weftd = Weftd::start_with("netns", &topo.host, &weftd_binary(), &images, extra);
-        Some(World { topo, weftd })
+        let mut tokens = vec![weft_testkit::weftd::TOKEN.to_string()];
+        tokens.extend(tokens_of(extra));
+        Some(World {
+            topo,
+            weftd,
+            tokens,
+        })
     }
 
     pub fn api(&self) -> &Api {
@@ -133,6 +169,16 @@ impl World {
             std::panic::resume_unwind(panic);
         }
     }
+}
+
+/// The tokens that lines `tokens = ["...", ...]` of a configuration give.
+fn tokens_of(config: &str) -> Vec<String> {
+    config
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tokens"))
+        .filter_map(|l| l.trim().strip_prefix('='))
+        .flat_map(|list| list.split('"').skip(1).step_by(2).map(str::to_string))
+        .collect()
 }
 
 /// The args of a guest that only waits, long enough for any test.
