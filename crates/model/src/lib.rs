@@ -1,8 +1,10 @@
 //! The pure rules of weft's custom network configuration.
 //!
-//! Nothing here touches the host: these are the address, name, MAC and boot-argument rules
-//! that the controller, the host network, the VMM drivers and the guest agree on.
+//! Nothing here touches the host: these are the address, name, MAC and boot-argument rules,
+//! and the port announcement format, that the controller, the host network, the VMM drivers
+//! and the guest agree on.
 
+pub mod announce;
 pub mod bootargs;
 pub mod cidr;
 pub mod mac;
