@@ -78,4 +78,11 @@ pub trait Driver: Send + Sync {
     fn console_path(&self, spec: &GuestSpec) -> PathBuf {
         spec.run_dir.join("console.log")
     }
+
+    /// The unix socket of the guest's agent channel, where the driver (QEMU's chardev,
+    /// weft-netns) listens while the guest runs and the controller connects to read port
+    /// announcements. One client at a time; a client that goes may connect again.
+    fn agent_socket(&self, spec: &GuestSpec) -> PathBuf {
+        spec.run_dir.join("agent.sock")
+    }
 }

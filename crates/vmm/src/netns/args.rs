@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! weft-netns --name weft-<id> --guest PATH [--nic TAP,MAC]... [--ready-fd N]
-//!            [--resolv-conf PATH] --cmdline STRING
+//!            [--resolv-conf PATH] [--agent-socket PATH] --cmdline STRING
 //! ```
 
 use std::ffi::OsString;
@@ -19,14 +19,16 @@ pub const MAX_NICS: usize = 8;
 
 pub const USAGE: &str = "\
 usage: weft-netns --name NAME --guest PATH [--nic TAP,MAC]... [--ready-fd N]
-                  [--resolv-conf PATH] --cmdline STRING
+                  [--resolv-conf PATH] [--agent-socket PATH] --cmdline STRING
 
 Runs PATH (weft-guest) as PID 1 of a new PID and network namespace, with one TAP device per
 --nic inside (eth0, eth1, ... in order) carrying MAC and the MTU of the host's TAP device,
 and moves frames between each host TAP and its namespace's TAP until the guest exits.
 NAME only names the process (weft-<instance id>). Once the guest runs, one byte is written
-to descriptor N. SIGTERM is passed on to the guest. The exit code is the guest's, or 128
-plus the signal that ended it.";
+to descriptor N. With --agent-socket, the port announcements weft-guest writes to the pipe
+it gets with --agent-fd go to the one client connected to the unix socket PATH. SIGTERM is
+passed on to the guest. The exit code is the guest's, or 128 plus the signal that ended
+it.";
 
 /// What one `weft-netns` process runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +46,8 @@ pub struct HelperArgs {
     /// Where `weft-guest` writes the nameservers (`--resolv-conf`); the guest shares the
     /// host's files, so this is never `/etc/resolv.conf`.
     pub resolv_conf: Option<PathBuf>,
+    /// The unix socket where weft-netns serves the guest's agent channel.
+    pub agent_socket: Option<PathBuf>,
 }
 
 impl HelperArgs {
@@ -67,6 +71,10 @@ impl HelperArgs {
             argv.push("--resolv-conf".into());
             argv.push(path.clone().into());
         }
+        if let Some(path) = &self.agent_socket {
+            argv.push("--agent-socket".into());
+            argv.push(path.clone().into());
+        }
         argv.push("--cmdline".into());
         argv.push(self.cmdline.clone().into());
         argv
@@ -81,6 +89,7 @@ impl HelperArgs {
         let mut cmdline = None;
         let mut ready_fd = None;
         let mut resolv_conf = None;
+        let mut agent_socket = None;
 
         while let Some(flag) = argv.next() {
             let flag = flag
@@ -109,6 +118,7 @@ impl HelperArgs {
                     })?);
                 }
                 "--resolv-conf" => resolv_conf = Some(PathBuf::from(&value)),
+                "--agent-socket" => agent_socket = Some(PathBuf::from(&value)),
                 other => return Err(format!("unknown argument '{other}'")),
             }
         }
@@ -126,6 +136,7 @@ impl HelperArgs {
             cmdline: cmdline.ok_or("--cmdline is missing")?,
             ready_fd,
             resolv_conf,
+            agent_socket,
         }))
     }
 }
@@ -183,6 +194,7 @@ mod tests {
                 .into(),
             ready_fd: Some(5),
             resolv_conf: Some("/run/weft/i/resolv.conf".into()),
+            agent_socket: Some("/run/weft/i/agent.sock".into()),
         }
     }
 
@@ -198,6 +210,7 @@ mod tests {
             nics: vec![],
             ready_fd: None,
             resolv_conf: None,
+            agent_socket: None,
             ..sample()
         };
         assert_eq!(HelperArgs::parse(bare.to_argv()).unwrap(), Some(bare));

@@ -82,8 +82,11 @@ fn process_name(id: &str) -> String {
     format!("weft-{id}")
 }
 
+/// Longest path a unix socket address holds (`sun_path` less the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// Checks what weft-netns would otherwise report only after it was spawned.
-fn validate(spec: &GuestSpec, guest: &Path) -> Result<(), DriverError> {
+fn validate(spec: &GuestSpec, guest: &Path, agent_socket: &Path) -> Result<(), DriverError> {
     if spec.nics.len() > MAX_NICS {
         return Err(DriverError::Spawn(format!(
             "{} NICs requested, the netns driver supports at most {MAX_NICS}",
@@ -94,6 +97,14 @@ fn validate(spec: &GuestSpec, guest: &Path) -> Result<(), DriverError> {
         return Err(DriverError::Spawn(format!(
             "'{}' is not a valid TAP device name",
             nic.tap
+        )));
+    }
+    let socket_len = agent_socket.as_os_str().len();
+    if socket_len > MAX_SOCKET_PATH {
+        return Err(DriverError::Spawn(format!(
+            "the socket path {} is longer than the {MAX_SOCKET_PATH} bytes a unix socket \
+             takes: use a shorter run directory",
+            agent_socket.display()
         )));
     }
     if !guest.is_file() {
@@ -130,7 +141,8 @@ impl Driver for NetnsDriver {
     async fn start(&self, spec: &GuestSpec) -> Result<RunningGuest, DriverError> {
         let helper = self.program(&self.helper, HELPER_PROGRAM)?;
         let guest = self.program(&self.guest, GUEST_PROGRAM)?;
-        validate(spec, &guest)?;
+        let agent_socket = self.agent_socket(spec);
+        validate(spec, &guest, &agent_socket)?;
 
         let console_path = self.console_path(spec);
         // A new boot starts an empty log, written in append mode so that weftd can copy and
@@ -148,6 +160,7 @@ impl Driver for NetnsDriver {
             cmdline: spec.cmdline.clone(),
             ready_fd: Some(ready_fd),
             resolv_conf: Some(spec.run_dir.join("resolv.conf")),
+            agent_socket: Some(agent_socket),
         }
         .to_argv();
         debug!(instance = %spec.id, args = ?argv, "starting weft-netns");

@@ -4,7 +4,8 @@
 //! and reads the TAP's MTU. Then it moves itself into a new network and PID namespace, creates
 //! one TAP per NIC there (`eth0`, `eth1`, ... with the NIC's MAC and that MTU, left down), and
 //! starts `weft-guest --cmdline` as PID 1 of the new PID namespace. Until the guest exits, it
-//! moves frames between each pair of TAPs, and passes SIGTERM and SIGINT on to the guest.
+//! moves frames between each pair of TAPs, passes SIGTERM and SIGINT on to the guest, and
+//! serves the guest's agent channel on `--agent-socket` (see [`super::agent`]).
 //!
 //! Nothing outlives it. The guest gets SIGKILL when weft-netns dies (`PR_SET_PDEATHSIG`);
 //! when PID 1 of a PID namespace dies, the kernel kills everything else in it; the namespace
@@ -16,6 +17,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
+use super::agent::{self, AgentPipe, AgentRelay};
 use super::args::HelperArgs;
 use super::forward::{Control, Forwarder, Wire};
 use super::tap::{self, TapError};
@@ -64,9 +66,23 @@ fn boot(args: &HelperArgs) -> Result<i32, HelperError> {
         host.push((fd, mtu));
     }
     let this = pidfd_self().map_err(setup("opening a pidfd of weft-netns"))?;
+    // The relay's thread starts before the namespaces change: a process that has unshared
+    // its PID namespace can start no more threads. It needs no namespace of the guest's.
+    let agent_pipe = match &args.agent_socket {
+        Some(path) => {
+            let pipe = AgentPipe::new().map_err(setup("creating the agent pipe"))?;
+            AgentRelay::bind(path, pipe.read)
+                .map_err(setup(format!("listening on {}", path.display())))?
+                .spawn()
+                .map_err(setup("starting the agent channel"))?;
+            Some(pipe.write)
+        }
+        None => None,
+    };
 
-    // SAFETY: unshare only changes this process's namespaces; it touches no memory of ours.
-    // The process is single-threaded, so no other thread sees the change half-way.
+    // SAFETY: unshare only changes the calling thread's namespaces (and those of the
+    // children it starts); it touches no memory of ours. The agent relay's thread, if any,
+    // stays in the host's namespaces, where nothing it does depends on them.
     if unsafe { libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWPID) } != 0 {
         return Err(setup("creating the guest's namespaces")(
             io::Error::last_os_error(),
@@ -87,9 +103,12 @@ fn boot(args: &HelperArgs) -> Result<i32, HelperError> {
 
     let mut forwarder =
         Forwarder::new(wires, signals.fd.as_raw_fd()).map_err(setup("polling the TAP devices"))?;
-    let mut child =
-        spawn_guest(args, &this).map_err(setup(format!("starting {}", args.guest.display())))?;
+    let guest_end = agent_pipe.as_ref().map(|write| write.as_raw_fd());
+    let mut child = spawn_guest(args, &this, guest_end)
+        .map_err(setup(format!("starting {}", args.guest.display())))?;
     drop(this);
+    // Only the guest holds the writing end now: when it is gone, the pipe ends.
+    drop(agent_pipe);
     // Everything is in place: from here on only the guest can fail, and it reports that
     // through its exit code.
     if let Some(fd) = args.ready_fd {
@@ -102,15 +121,22 @@ fn boot(args: &HelperArgs) -> Result<i32, HelperError> {
     for line in forwarder.drop_report() {
         eprintln!("weft-netns: {line}");
     }
+    if let Some(path) = &args.agent_socket {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(code)
 }
 
-/// Starts `weft-guest` as the first process of the new PID namespace: its PID 1.
-fn spawn_guest(args: &HelperArgs, this: &OwnedFd) -> io::Result<Child> {
+/// Starts `weft-guest` as the first process of the new PID namespace: its PID 1. With an
+/// agent pipe, the guest inherits its writing end (`--agent-fd`).
+fn spawn_guest(args: &HelperArgs, this: &OwnedFd, agent_fd: Option<RawFd>) -> io::Result<Child> {
     let mut command = Command::new(&args.guest);
     command.arg("--cmdline").arg(&args.cmdline);
     if let Some(path) = &args.resolv_conf {
         command.arg("--resolv-conf").arg(path);
+    }
+    if let Some(fd) = agent_fd {
+        command.arg("--agent-fd").arg(fd.to_string());
     }
 
     // The guest starts with SIGTERM, SIGINT and SIGCHLD still blocked, as weft-netns has
@@ -118,11 +144,13 @@ fn spawn_guest(args: &HelperArgs, this: &OwnedFd) -> io::Result<Child> {
     // waits for it instead of being dropped (PID 1 of a namespace ignores signals it has no
     // handler for).
     let this = this.as_raw_fd();
-    // SAFETY: the closure runs between fork and exec in the child of a single-threaded
-    // process, and calls only prctl and poll, which are async-signal-safe and allocate
-    // nothing.
+    // SAFETY: the closure runs between fork and exec, and calls only fcntl, prctl and poll,
+    // which are async-signal-safe and allocate nothing (another thread may hold a lock).
     unsafe {
         command.pre_exec(move || {
+            if let Some(fd) = agent_fd {
+                agent::keep_for_guest(fd)?;
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -3,9 +3,13 @@
 //! TAP by the `weft-netns` program. On the host side everything is as for a VM: the same pool
 //! and own TAP devices, attached the same way, with the same routes and rules.
 //!
+//! The guest's port announcements reach weftd through `agent.sock` in the run directory, as
+//! for a VM (see [`agent`]).
+//!
 //! It is for hosts without virtualization and for fast tests. It is no security boundary:
 //! the app shares the host's kernel, filesystem and users.
 
+mod agent;
 mod args;
 mod config;
 mod driver;
