@@ -15,7 +15,8 @@ use crate::TAG_META;
 /// Metrics
 ///
 /// Instances by state, and what guests made the platform do (DNS questions, console logs
-/// rotated), in Prometheus' text format. Needs no token.
+/// rotated, port announcement lines taken and dropped), in Prometheus' text format. Needs no
+/// token.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -38,6 +39,26 @@ pub async fn serve(State(ctl): State<Arc<Controller>>) -> impl IntoResponse {
     );
     let _ = writeln!(out, "# TYPE weft_console_rotations_total counter");
     let _ = writeln!(out, "weft_console_rotations_total {rotations}");
+
+    let agent = &ctl.metrics.agent;
+    let _ = writeln!(
+        out,
+        "# HELP weft_agent_lines_total Port announcement lines from guests by outcome."
+    );
+    let _ = writeln!(out, "# TYPE weft_agent_lines_total counter");
+    for (outcome, count) in agent.lines() {
+        let _ = writeln!(
+            out,
+            "weft_agent_lines_total{{outcome=\"{outcome}\"}} {count}"
+        );
+    }
+    let bytes = agent.bytes.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP weft_agent_bytes_total Bytes read from guests' agent channels."
+    );
+    let _ = writeln!(out, "# TYPE weft_agent_bytes_total counter");
+    let _ = writeln!(out, "weft_agent_bytes_total {bytes}");
 
     if let Some(dns) = ctl.metrics.dns.get() {
         let _ = writeln!(

@@ -127,7 +127,8 @@ pub struct InstanceItem {
     pub nameserver: Option<String>,
     /// The interfaces, primary first.
     pub network_interfaces: Vec<InterfaceItem>,
-    /// The listeners the guest announced, as `"<protocol>:<port>"`.
+    /// The ports the guest announced listening on, on the primary interface's address or on
+    /// every address (R5), as `"<protocol>:<port>"`, sorted; empty while it does not run.
     #[schema(example = json!(["tcp:8080"]))]
     pub services: Vec<String>,
     /// The instance's service group (always null: service groups are not served yet).
@@ -135,7 +136,8 @@ pub struct InstanceItem {
     pub service_group: Option<serde_json::Value>,
     /// The time the last boot took until the VMM ran the guest.
     pub boot_time_us: Option<u64>,
-    /// The time until the guest's first port announcement.
+    /// The time from the start of the last boot until the guest first announced a port that
+    /// counts (see `services`); null until then.
     pub net_time_us: Option<u64>,
     /// The exit code of the guest's app, once it stopped.
     pub exit_code: Option<i32>,
@@ -275,7 +277,7 @@ pub fn instance(record: &Record) -> InstanceItem {
         gateway: i.gateway.map(|a| a.to_string()),
         nameserver: i.nameserver.map(|a| a.to_string()),
         network_interfaces: record.interfaces.iter().map(interface).collect(),
-        services: Vec::new(),
+        services: i.services.clone(),
         service_group: None,
         boot_time_us: i.boot_time_us,
         net_time_us: i.net_time_us,
@@ -375,6 +377,7 @@ mod tests {
             exit_code: None,
             boot_time_us: Some(900),
             net_time_us: None,
+            services: vec![],
         };
         let iface = |index: u32, ip: Option<Ipv4Cidr>, relay: Option<&str>| Interface {
             uuid: format!("i-{index}"),

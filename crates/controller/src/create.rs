@@ -257,6 +257,7 @@ impl Controller {
             exit_code: None,
             boot_time_us: None,
             net_time_us: None,
+            services: Vec::new(),
         };
 
         if let Err(e) = self.store.insert_instance(&instance, &interfaces).await {

@@ -2,6 +2,7 @@
 //! the lifecycle of instances, and drives the store, the host network and the VMM driver.
 
 pub mod accounts;
+mod agent;
 pub mod config;
 pub mod console;
 mod create;
@@ -28,6 +29,7 @@ use weft_store::{Instance, Interface, Store};
 use weft_vmm::Driver;
 
 pub use accounts::{Account, Accounts};
+pub use agent::AgentCounters;
 pub use config::Config;
 pub use console::LogChunk;
 pub use error::{texts, Code, Error};
@@ -66,6 +68,8 @@ pub struct Controller {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub console_rotations: std::sync::atomic::AtomicU64,
+    /// What guests' port announcements came to: lines accepted and dropped.
+    pub agent: AgentCounters,
     /// The platform resolver's counters, once it serves.
     pub dns: std::sync::OnceLock<Arc<weft_dns::Counters>>,
 }

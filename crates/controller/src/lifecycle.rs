@@ -117,9 +117,14 @@ impl Controller {
             .await?;
         tracing::info!(instance = %record.instance.name, uuid = %uuid, pid, driver = self.driver.name(), "guest started");
 
+        let socket = self.driver.agent_socket(&spec);
+        let agent = self
+            .watch_agent(&uuid, pid, socket, primary_addr(record), Some(started))
+            .await;
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let code = guest.exited.await.ok();
+            drop(agent);
             this.guest_exited(&uuid, pid, code).await;
         });
         Ok(())
@@ -346,8 +351,16 @@ impl Controller {
             };
             if guest_alive(pid, &record.instance.uuid) {
                 tracing::info!(uuid = %record.instance.uuid, pid, "guest survived a restart; watching it");
+                let socket = self.driver.agent_socket(&self.running_spec(&record));
+                let uuid = record.instance.uuid.clone();
+                let agent = self
+                    .watch_agent(&uuid, pid, socket, primary_addr(&record), None)
+                    .await;
                 let this = Arc::clone(self);
-                tokio::spawn(async move { this.watch_adopted(record.instance.uuid, pid).await });
+                tokio::spawn(async move {
+                    this.watch_adopted(uuid, pid).await;
+                    drop(agent);
+                });
             } else {
                 self.record_exit(&record.instance.uuid, pid, None).await?;
             }
@@ -362,6 +375,11 @@ impl Controller {
         }
         self.guest_exited(&uuid, pid, None).await;
     }
+}
+
+/// The primary interface's address: port announcements count only for it (R5).
+fn primary_addr(record: &Record) -> Option<std::net::Ipv4Addr> {
+    record.primary().and_then(|p| p.ip).map(|c| c.addr())
 }
 
 /// Whether `pid` is still the guest of instance `uuid` (its command line names the uuid, so

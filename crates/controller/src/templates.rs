@@ -117,6 +117,7 @@ impl Controller {
             exit_code: None,
             boot_time_us: None,
             net_time_us: None,
+            services: Vec::new(),
             ..src.clone()
         };
         self.store.insert_instance(&copy, &[]).await?;

@@ -249,8 +249,9 @@ impl Store {
         Ok(())
     }
 
-    /// Records that the guest with process `pid` is gone. Only the run that `pid` names is
-    /// touched: a later start of the same instance is left alone. Returns whether it applied.
+    /// Records that the guest with process `pid` is gone, and forgets its services. Only the
+    /// run that `pid` names is touched: a later start of the same instance is left alone.
+    /// Returns whether it applied.
     pub async fn record_exit(
         &self,
         uuid: &str,
@@ -258,8 +259,8 @@ impl Store {
         exit_code: Option<i32>,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE instances SET state = 'stopped', pid = NULL, exit_code = ? \
-             WHERE uuid = ? AND pid = ?",
+            "UPDATE instances SET state = 'stopped', pid = NULL, exit_code = ?, \
+             announced_services = NULL WHERE uuid = ? AND pid = ?",
         )
         .bind(exit_code)
         .bind(uuid)
@@ -329,6 +330,41 @@ impl Store {
             .bind(uuid)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Records the services of an announcement by the guest of process `pid` (SPEC section
+    /// 5), and `net_time_us` unless an earlier announcement set it. Only that run is touched:
+    /// once the guest exited (or another run started), nothing changes. Returns whether it
+    /// applied.
+    pub async fn set_services(
+        &self,
+        uuid: &str,
+        pid: u32,
+        services: &[String],
+        net_time_us: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE instances SET announced_services = ?, \
+             net_time_us = COALESCE(net_time_us, ?) WHERE uuid = ? AND pid = ?",
+        )
+        .bind(serde_json::to_string(services).expect("strings serialize"))
+        .bind(net_time_us.map(|t| t as i64))
+        .bind(uuid)
+        .bind(i64::from(pid))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Forgets what an earlier run announced (services, `net_time_us`), for a new boot.
+    pub async fn reset_announcements(&self, uuid: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE instances SET announced_services = NULL, net_time_us = NULL WHERE uuid = ?",
+        )
+        .bind(uuid)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

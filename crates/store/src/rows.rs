@@ -66,6 +66,9 @@ pub struct Instance {
     pub exit_code: Option<i32>,
     pub boot_time_us: Option<u64>,
     pub net_time_us: Option<u64>,
+    /// What the guest announced listening on (R5), as `"tcp:8080"`, sorted; empty when the
+    /// guest does not run or announced nothing. Written only by [`crate::Store::set_services`].
+    pub services: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -104,6 +107,7 @@ pub(crate) struct InstanceRow {
     exit_code: Option<i64>,
     boot_time_us: Option<i64>,
     net_time_us: Option<i64>,
+    announced_services: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -140,6 +144,10 @@ impl InstanceRow {
             state: State::parse(&self.state).ok_or_else(|| corrupt("state", &self.state))?,
             args: serde_json::from_str(&self.args).map_err(|_| corrupt("args", &self.args))?,
             env: serde_json::from_str(&self.env).map_err(|_| corrupt("env", &self.env))?,
+            services: match &self.announced_services {
+                Some(s) => serde_json::from_str(s).map_err(|_| corrupt("announced_services", s))?,
+                None => Vec::new(),
+            },
             gateway: parse_addr("gateway", self.gateway)?,
             nameserver: parse_addr("nameserver", self.nameserver)?,
             uuid: self.uuid,

@@ -21,6 +21,7 @@ fn instance(uuid: &str, name: &str) -> Instance {
         exit_code: None,
         boot_time_us: None,
         net_time_us: None,
+        services: Vec::new(),
     }
 }
 
