@@ -11,16 +11,16 @@ use crate::{Controller, Record};
 
 impl Controller {
     /// Sets up the host side of every interface. A relayed interface gets no route and no
-    /// rule of its own: everything it sends or receives passes its relay.
+    /// rule of its own: everything it sends or receives passes its relay. The pool
+    /// interfaces' rules go in one nftables transaction.
     pub(crate) async fn attach_host(&self, record: &Record) -> Result<(), HostNetError> {
+        self.hostnet
+            .attach_pool_interfaces(&pool_interfaces(record))
+            .await?;
         for iface in &record.interfaces {
             if iface.relay_name.is_some() {
                 let relayed = self.relayed(record, iface).await?;
                 self.hostnet.attach_relayed(&relayed).await?;
-            } else if iface.pool {
-                self.hostnet
-                    .attach_pool_interface(&iface.tap_name, address(iface))
-                    .await?;
             }
         }
         Ok(())
@@ -30,21 +30,22 @@ impl Controller {
     pub(crate) async fn detach_host(&self, record: &Record) -> Result<(), HostNetError> {
         let mut errors = Vec::new();
         for iface in &record.interfaces {
-            let result = if iface.relay_name.is_some() {
-                match self.relayed(record, iface).await {
+            if iface.relay_name.is_some() {
+                let result = match self.relayed(record, iface).await {
                     Ok(relayed) => self.hostnet.detach_relayed(&relayed).await,
                     Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    errors.push(e);
                 }
-            } else if iface.pool {
-                self.hostnet
-                    .detach_pool_interface(&iface.tap_name, address(iface))
-                    .await
-            } else {
-                Ok(())
-            };
-            if let Err(e) = result {
-                errors.push(e);
             }
+        }
+        if let Err(e) = self
+            .hostnet
+            .detach_pool_interfaces(&pool_interfaces(record))
+            .await
+        {
+            errors.push(e);
         }
         match errors.len() {
             0 => Ok(()),
@@ -73,6 +74,16 @@ impl Controller {
             dns_direct,
         })
     }
+}
+
+/// The pool interfaces that are not relayed, as (TAP, address).
+fn pool_interfaces(record: &Record) -> Vec<(String, Ipv4Addr)> {
+    record
+        .interfaces
+        .iter()
+        .filter(|i| i.pool && i.relay_name.is_none())
+        .map(|i| (i.tap_name.clone(), address(i)))
+        .collect()
 }
 
 fn address(iface: &Interface) -> Ipv4Addr {

@@ -10,14 +10,18 @@ use crate::error::Error;
 
 pub struct Pools {
     cidr: Ipv4Cidr,
-    /// Usable instance addresses: the network's first host address up to the one before
-    /// the gateway (the gateway is the last usable address).
-    first: u32,
+    /// The last usable instance address: the one before the gateway (the gateway is the
+    /// network's last usable address). The first is the network's first host address.
     last: u32,
     tap_prefix: String,
     tap_count: u32,
     used_addrs: BTreeSet<u32>,
     used_taps: BTreeSet<u32>,
+    /// Every address from the first up to this one (excluded) is used, so the search for
+    /// the lowest free one starts here instead of walking past every lease each time.
+    next_addr: u32,
+    /// The same for TAP devices, from 0.
+    next_tap: u32,
 }
 
 /// One pool interface's share of the pools.
@@ -33,12 +37,13 @@ impl Pools {
         let broadcast = u32::from(cidr.broadcast());
         Pools {
             cidr,
-            first: network + 1,
             last: broadcast - 2,
             tap_prefix: tap_prefix.to_string(),
             tap_count,
             used_addrs: BTreeSet::new(),
             used_taps: BTreeSet::new(),
+            next_addr: network + 1,
+            next_tap: 0,
         }
     }
 
@@ -58,10 +63,10 @@ impl Pools {
 
     /// Takes the lowest free address and TAP device.
     pub fn lease(&mut self) -> Result<Lease, Error> {
-        let addr = (self.first..=self.last)
+        let addr = (self.next_addr..=self.last)
             .find(|a| !self.used_addrs.contains(a))
             .ok_or_else(|| Error::conflict(format!("address pool {} is exhausted", self.cidr)))?;
-        let tap = (0..self.tap_count)
+        let tap = (self.next_tap..self.tap_count)
             .find(|n| !self.used_taps.contains(n))
             .ok_or_else(|| {
                 Error::conflict(format!(
@@ -72,6 +77,8 @@ impl Pools {
             })?;
         self.used_addrs.insert(addr);
         self.used_taps.insert(tap);
+        self.next_addr = addr + 1;
+        self.next_tap = tap + 1;
         Ok(Lease {
             addr: Ipv4Addr::from(addr),
             tap: format!("{}{tap}", self.tap_prefix),
@@ -80,9 +87,14 @@ impl Pools {
 
     /// Gives a lease back; releasing what is not leased is harmless.
     pub fn release(&mut self, lease: &Lease) {
-        self.used_addrs.remove(&u32::from(lease.addr));
+        let addr = u32::from(lease.addr);
+        if self.used_addrs.remove(&addr) {
+            self.next_addr = self.next_addr.min(addr);
+        }
         if let Some(n) = self.tap_index(&lease.tap) {
-            self.used_taps.remove(&n);
+            if self.used_taps.remove(&n) {
+                self.next_tap = self.next_tap.min(n);
+            }
         }
     }
 
@@ -137,6 +149,17 @@ mod tests {
             .contains("TAP device pool weft-tap0..1"));
         pools.release(&a);
         assert_eq!(pools.lease().unwrap(), a);
+    }
+
+    #[test]
+    fn a_released_lower_lease_is_the_next_one() {
+        let mut pools = Pools::new("10.0.0.0/24".parse().unwrap(), "t", 16);
+        let leases: Vec<Lease> = (0..5).map(|_| pools.lease().unwrap()).collect();
+        pools.release(&leases[1]);
+        assert_eq!(pools.lease().unwrap(), leases[1]);
+        let next = pools.lease().unwrap();
+        assert_eq!(next.addr.to_string(), "10.0.0.6");
+        assert_eq!(next.tap, "t5");
     }
 
     proptest! {

@@ -205,21 +205,53 @@ impl HostNet {
         tap: &str,
         addr: Ipv4Addr,
     ) -> Result<(), HostNetError> {
-        let link = link::link_by_name(&self.handle, tap)
-            .await?
-            .ok_or_else(|| HostNetError::NoDevice(tap.to_string()))?;
-        let index = link.header.index;
+        self.attach_pool_interfaces(&[(tap.to_string(), addr)])
+            .await
+    }
 
-        link::replace_host_route(&self.handle, index, tap, addr).await?;
+    /// [`Self::attach_pool_interface`] for all the pool interfaces of an instance, their set
+    /// elements in one nftables transaction. Either all are attached or, on failure, none.
+    pub async fn attach_pool_interfaces(
+        &self,
+        ifaces: &[(String, Ipv4Addr)],
+    ) -> Result<(), HostNetError> {
+        if ifaces.is_empty() {
+            return Ok(());
+        }
+        let mut routed = Vec::with_capacity(ifaces.len());
+        let mut result = Ok(());
+        for (tap, addr) in ifaces {
+            let step = async {
+                let link = link::link_by_name(&self.handle, tap)
+                    .await?
+                    .ok_or_else(|| HostNetError::NoDevice(tap.to_string()))?;
+                let index = link.header.index;
+                link::replace_host_route(&self.handle, index, tap, *addr).await?;
+                Ok::<_, HostNetError>(index)
+            };
+            match step.await {
+                Ok(index) => routed.push((index, tap, *addr)),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            result = nft::apply(&nft::add_guests(ifaces)).await;
+        }
 
-        if let Err(e) = nft::apply(&nft::add_guest(tap, addr)).await {
-            if let Err(undo) = link::delete_host_route(&self.handle, index, tap, addr).await {
-                warn!(tap, addr = %addr, error = %undo, "route left behind");
+        if let Err(e) = result {
+            for (index, tap, addr) in routed {
+                if let Err(undo) = link::delete_host_route(&self.handle, index, tap, addr).await {
+                    warn!(tap, addr = %addr, error = %undo, "route left behind");
+                }
             }
             return Err(e);
         }
-
-        debug!(tap, addr = %addr, "pool interface attached");
+        for (tap, addr) in ifaces {
+            debug!(tap, addr = %addr, "pool interface attached");
+        }
         Ok(())
     }
 
@@ -230,32 +262,49 @@ impl HostNet {
         tap: &str,
         addr: Ipv4Addr,
     ) -> Result<(), HostNetError> {
+        self.detach_pool_interfaces(&[(tap.to_string(), addr)])
+            .await
+    }
+
+    /// [`Self::detach_pool_interface`] for several pool interfaces, their set elements in one
+    /// nftables transaction.
+    pub async fn detach_pool_interfaces(
+        &self,
+        ifaces: &[(String, Ipv4Addr)],
+    ) -> Result<(), HostNetError> {
+        if ifaces.is_empty() {
+            return Ok(());
+        }
         let mut errors = Vec::new();
 
-        match link::link_by_name(&self.handle, tap).await {
-            Ok(Some(link)) => {
-                let index = link.header.index;
-                if let Err(e) = link::delete_host_route(&self.handle, index, tap, addr).await {
-                    errors.push(e);
+        for (tap, addr) in ifaces {
+            match link::link_by_name(&self.handle, tap).await {
+                Ok(Some(link)) => {
+                    let index = link.header.index;
+                    if let Err(e) = link::delete_host_route(&self.handle, index, tap, *addr).await {
+                        errors.push(e);
+                    }
                 }
+                // Routes go with their device: there is nothing to remove.
+                Ok(None) => {}
+                Err(e) => errors.push(e),
             }
-            // Routes go with their device: there is nothing to remove.
-            Ok(None) => {}
-            Err(e) => errors.push(e),
         }
 
-        match nft::table_exists().await {
-            Ok(true) => {
-                if let Err(e) = nft::apply(&nft::remove_guest(tap, addr)).await {
-                    errors.push(e);
-                }
+        // Removing is tried first: asking whether the table exists lists the whole ruleset,
+        // elements and all, which costs far more than the removal once many instances run.
+        if let Err(e) = nft::apply(&nft::remove_guests(ifaces)).await {
+            match nft::table_exists().await {
+                Ok(true) => errors.push(e),
+                Ok(false) => {}
+                Err(e) => errors.push(e),
             }
-            Ok(false) => {}
-            Err(e) => errors.push(e),
         }
 
         if errors.is_empty() {
-            debug!(tap, addr = %addr, "pool interface detached");
+            for (tap, addr) in ifaces {
+                debug!(tap, addr = %addr, "pool interface detached");
+            }
         }
         HostNetError::collect(errors)
     }

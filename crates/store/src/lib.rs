@@ -1,6 +1,7 @@
 //! weft's store: instances and their network interfaces in SQLite. The store is the
 //! truth; host state is derived from it.
 
+mod groups;
 mod rows;
 
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use groups::{GroupRef, Member, Service, ServiceGroup};
 pub use rows::{Instance, Interface, State};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +55,13 @@ impl Store {
     }
 
     async fn connect(options: SqliteConnectOptions) -> Result<Store, StoreError> {
+        // One connection: SQLite lets one writer in at a time, and a writer that finds
+        // another one in sleeps in steps of milliseconds (its busy handler) before it tries
+        // again. Several clients creating at once then spend most of their time asleep;
+        // waiting in the pool's queue instead costs only the statements ahead, each well
+        // under a millisecond.
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
@@ -145,14 +152,19 @@ impl Store {
         .bind(account)
         .fetch_all(&self.pool)
         .await?;
-        let mut ifaces = self.all_interfaces().await?;
+        // Grouped by instance in one pass: the interfaces come ordered by instance and index.
+        let mut by_instance: std::collections::HashMap<String, Vec<Interface>> =
+            std::collections::HashMap::with_capacity(rows.len());
+        for iface in self.all_interfaces().await? {
+            by_instance
+                .entry(iface.instance.clone())
+                .or_default()
+                .push(iface);
+        }
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let instance = row.into_instance()?;
-            let (mine, rest): (Vec<_>, Vec<_>) = ifaces
-                .into_iter()
-                .partition(|i| i.instance == instance.uuid);
-            ifaces = rest;
+            let mine = by_instance.remove(&instance.uuid).unwrap_or_default();
             out.push((instance, mine));
         }
         Ok(out)

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use sqlx::{Sqlite, Transaction};
 use weft_model::{Ipv4Cidr, MacAddr};
 
-use crate::StoreError;
+use crate::{GroupRef, StoreError};
 
 /// The lifecycle states of an instance (SPEC section 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +69,8 @@ pub struct Instance {
     /// What the guest announced listening on (R5), as `"tcp:8080"`, sorted; empty when the
     /// guest does not run or announced nothing. Written only by [`crate::Store::set_services`].
     pub services: Vec<String>,
+    /// The service group the instance is in, if any.
+    pub service_group: Option<GroupRef>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -108,6 +110,8 @@ pub(crate) struct InstanceRow {
     boot_time_us: Option<i64>,
     net_time_us: Option<i64>,
     announced_services: Option<String>,
+    service_group: Option<String>,
+    service_group_name: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -161,6 +165,10 @@ impl InstanceRow {
             exit_code: self.exit_code.map(|c| c as i32),
             boot_time_us: self.boot_time_us.map(|t| t as u64),
             net_time_us: self.net_time_us.map(|t| t as u64),
+            service_group: match (self.service_group, self.service_group_name) {
+                (Some(uuid), Some(name)) => Some(GroupRef { uuid, name }),
+                _ => None,
+            },
         })
     }
 }
@@ -194,8 +202,9 @@ pub(crate) async fn insert_instance(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO instances (uuid, account, name, state, image, args, env, memory_mb, vcpus, \
-         gateway, nameserver, created_at, pid, exit_code, boot_time_us, net_time_us) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         gateway, nameserver, created_at, pid, exit_code, boot_time_us, net_time_us, \
+         service_group, service_group_name) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&i.uuid)
     .bind(&i.account)
@@ -213,6 +222,8 @@ pub(crate) async fn insert_instance(
     .bind(i.exit_code)
     .bind(i.boot_time_us.map(|t| t as i64))
     .bind(i.net_time_us.map(|t| t as i64))
+    .bind(i.service_group.as_ref().map(|g| &g.uuid))
+    .bind(i.service_group.as_ref().map(|g| &g.name))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -22,6 +22,7 @@ fn instance(uuid: &str, name: &str) -> Instance {
         boot_time_us: None,
         net_time_us: None,
         services: Vec::new(),
+        service_group: None,
     }
 }
 

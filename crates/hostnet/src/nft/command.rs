@@ -1,4 +1,5 @@
-//! Running `nft -j`: applying batches and reading weft's table back.
+//! Talking to nftables: applying JSON batches and reading weft's tables back, through
+//! libnftables in process (see [`super::libnft`]) or, without it, the `nft` program.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -27,10 +28,28 @@ pub(crate) fn nft_program() -> &'static PathBuf {
     })
 }
 
-/// Runs `nft -j <args>` with `input` on stdin and returns its stdout. The child inherits the
-/// calling thread's network namespace.
+/// Runs the nft command `args` (`list tables ip`), or with `args` empty the JSON batch
+/// `input`, and returns what `nft -j` prints. In process through libnftables when it is
+/// installed, else by running `nft -j`; either way in the calling thread's network namespace.
 async fn run(args: &[&str], input: Option<&str>) -> Result<String, HostNetError> {
+    let what = if args.is_empty() {
+        "-f -".to_string()
+    } else {
+        args.join(" ")
+    };
+    match super::libnft::library() {
+        Some(lib) => lib
+            .run(input.unwrap_or(&what))
+            .map_err(|e| HostNetError::Nftables(format!("nft {what}: {e}"))),
+        None => spawn(args, input).await,
+    }
+}
+
+/// Runs `nft -j <args>` (`-f -` when empty) with `input` on stdin and returns its stdout.
+/// The child inherits the calling thread's network namespace.
+async fn spawn(args: &[&str], input: Option<&str>) -> Result<String, HostNetError> {
     let fail = |what: String| HostNetError::Nftables(what);
+    let args: &[&str] = if args.is_empty() { &["-f", "-"] } else { args };
 
     let mut child = Command::new(nft_program())
         .arg("-j")
@@ -68,7 +87,7 @@ async fn run(args: &[&str], input: Option<&str>) -> Result<String, HostNetError>
 pub(crate) async fn apply(batch: &Nftables<'_>) -> Result<(), HostNetError> {
     let json = serde_json::to_string(batch)
         .map_err(|e| HostNetError::Nftables(format!("encoding rules: {e}")))?;
-    run(&["-f", "-"], Some(&json)).await.map(|_| ())
+    run(&[], Some(&json)).await.map(|_| ())
 }
 
 fn parse(output: &str) -> Result<Vec<serde_json::Value>, HostNetError> {

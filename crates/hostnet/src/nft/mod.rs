@@ -2,6 +2,7 @@
 //! handed to `nft -j -f -`. No nft text syntax is ever generated.
 
 mod command;
+mod libnft;
 pub(crate) mod relay;
 #[cfg(test)]
 mod tests;
@@ -295,20 +296,35 @@ fn element(tap: &str, addr: Ipv4Addr) -> NfListObject<'static> {
     })
 }
 
-/// Adds `<tap> . <addr>` to `guests`; nft's `add` is a no-op for an element already there.
-pub(crate) fn add_guest(tap: &str, addr: Ipv4Addr) -> Nftables<'static> {
+/// The elements `<tap> . <addr>` of `guests`, as one object.
+fn elements(guests: &[(String, Ipv4Addr)]) -> NfListObject<'static> {
+    NfListObject::Element(Element {
+        family: FAMILY,
+        table: TABLE.into(),
+        name: GUESTS.into(),
+        elem: guests
+            .iter()
+            .map(|(tap, addr)| guest_elem(tap, *addr))
+            .collect::<Vec<_>>()
+            .into(),
+    })
+}
+
+/// Adds `<tap> . <addr>` to `guests` for each pair, in one transaction; nft's `add` is a
+/// no-op for an element already there.
+pub(crate) fn add_guests(guests: &[(String, Ipv4Addr)]) -> Nftables<'static> {
     Nftables {
-        objects: vec![cmd(NfCmd::Add(element(tap, addr)))].into(),
+        objects: vec![cmd(NfCmd::Add(elements(guests)))].into(),
     }
 }
 
-/// Removes `<tap> . <addr>` from `guests`, adding it first in the same transaction so that a
-/// missing element is not an error.
-pub(crate) fn remove_guest(tap: &str, addr: Ipv4Addr) -> Nftables<'static> {
+/// Removes `<tap> . <addr>` from `guests` for each pair, adding them first in the same
+/// transaction so that a missing element is not an error.
+pub(crate) fn remove_guests(guests: &[(String, Ipv4Addr)]) -> Nftables<'static> {
     Nftables {
         objects: vec![
-            cmd(NfCmd::Add(element(tap, addr))),
-            cmd(NfCmd::Delete(element(tap, addr))),
+            cmd(NfCmd::Add(elements(guests))),
+            cmd(NfCmd::Delete(elements(guests))),
         ]
         .into(),
     }

@@ -163,10 +163,14 @@ fn install_keeps_given_elements() {
 }
 
 #[test]
-fn removing_a_guest_adds_it_first() {
-    let batch = serde_json::to_value(remove_guest("wtap0", Ipv4Addr::new(10, 100, 0, 2))).unwrap();
+fn removing_guests_adds_them_first_in_one_transaction() {
+    let guests = [
+        ("wtap0".to_string(), Ipv4Addr::new(10, 100, 0, 2)),
+        ("wtap1".to_string(), Ipv4Addr::new(10, 100, 0, 3)),
+    ];
+    let batch = serde_json::to_value(remove_guests(&guests)).unwrap();
     let elem = json!({"family": "ip", "table": "weft", "name": "guests",
-        "elem": [{"concat": ["wtap0", "10.100.0.2"]}]});
+        "elem": [{"concat": ["wtap0", "10.100.0.2"]}, {"concat": ["wtap1", "10.100.0.3"]}]});
     assert_eq!(
         batch["nftables"],
         json!([{"add": {"element": elem}}, {"delete": {"element": elem}}])
