@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{documented_routes, TAG_INSTANCES, TAG_META};
+use crate::{documented_routes, TAG_INSTANCES, TAG_META, TAG_SERVICES};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,11 @@ use crate::{documented_routes, TAG_INSTANCES, TAG_META};
     modifiers(&BearerScheme),
     tags(
         (name = TAG_INSTANCES, description = "Instances: microVMs and their network interfaces"),
+        (
+            name = TAG_SERVICES,
+            description = "Service groups: ports of the host that the ingress proxy forwards to \
+                           instances"
+        ),
         (name = TAG_META, description = "The API itself"),
     )
 )]

@@ -10,6 +10,7 @@ mod instances;
 mod metrics;
 mod patch;
 mod refs;
+mod services;
 mod strict;
 mod view;
 
@@ -34,6 +35,7 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 
 const TAG_INSTANCES: &str = "instances";
 const TAG_META: &str = "meta";
+const TAG_SERVICES: &str = "services";
 
 /// The API's router, ready to be served.
 pub fn router(controller: Arc<Controller>) -> Router {
@@ -69,6 +71,12 @@ where
         .routes(routes!(batch::wait_one))
         .routes(routes!(batch::templates))
         .routes(routes!(batch::checkpoints))
+        .routes(routes!(
+            services::list,
+            services::create,
+            services::delete_many
+        ))
+        .routes(routes!(services::get, services::delete))
 }
 
 /// What every answer goes through besides its route: the envelope for unknown paths and the

@@ -73,5 +73,15 @@ pub async fn serve(State(ctl): State<Arc<Controller>>) -> impl IntoResponse {
             );
         }
     }
+    if let Some(proxy) = ctl.metrics.proxy.get() {
+        let _ = writeln!(
+            out,
+            "# HELP weft_proxy_events_total What clients made the ingress proxy do."
+        );
+        let _ = writeln!(out, "# TYPE weft_proxy_events_total counter");
+        for (event, count) in proxy.snapshot() {
+            let _ = writeln!(out, "weft_proxy_events_total{{event=\"{event}\"}} {count}");
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

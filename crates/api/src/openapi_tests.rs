@@ -188,7 +188,9 @@ fn request_schemas_list_the_members_the_parser_knows() {
 
     let doc = serde_json::to_value(crate::openapi()).unwrap();
     let schemas = &doc["components"]["schemas"];
-    let cases: [(&str, Vec<&str>); 4] = [
+    use weft_controller::services::request::members as group_members;
+
+    let cases: [(&str, Vec<&str>); 6] = [
         (
             "CreateRequest",
             [members::CREATE, members::CREATE_NETWORK].concat(),
@@ -196,6 +198,8 @@ fn request_schemas_list_the_members_the_parser_knows() {
         ("InterfaceRequest", members::INTERFACE.to_vec()),
         ("RelayRequest", members::RELAY.to_vec()),
         ("ImageObject", members::IMAGE.to_vec()),
+        ("ServiceGroupRequest", group_members::SERVICE_GROUP.to_vec()),
+        ("ServiceRequest", group_members::SERVICE.to_vec()),
     ];
     for (schema, known) in cases {
         let properties = schemas[schema]["properties"].as_object().unwrap();

@@ -131,9 +131,8 @@ pub struct InstanceItem {
     /// every address (R5), as `"<protocol>:<port>"`, sorted; empty while it does not run.
     #[schema(example = json!(["tcp:8080"]))]
     pub services: Vec<String>,
-    /// The instance's service group (always null: service groups are not served yet).
-    #[schema(value_type = Option<Object>)]
-    pub service_group: Option<serde_json::Value>,
+    /// The service group the instance is in.
+    pub service_group: Option<crate::services::GroupRefItem>,
     /// The time the last boot took until the VMM ran the guest.
     pub boot_time_us: Option<u64>,
     /// The time from the start of the last boot until the guest first announced a port that
@@ -278,7 +277,7 @@ pub fn instance(record: &Record) -> InstanceItem {
         nameserver: i.nameserver.map(|a| a.to_string()),
         network_interfaces: record.interfaces.iter().map(interface).collect(),
         services: i.services.clone(),
-        service_group: None,
+        service_group: i.service_group.as_ref().map(crate::services::group_ref),
         boot_time_us: i.boot_time_us,
         net_time_us: i.net_time_us,
         exit_code: i.exit_code,
@@ -378,6 +377,7 @@ mod tests {
             boot_time_us: Some(900),
             net_time_us: None,
             services: vec![],
+            service_group: None,
         };
         let iface = |index: u32, ip: Option<Ipv4Cidr>, relay: Option<&str>| Interface {
             uuid: format!("i-{index}"),

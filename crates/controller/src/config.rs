@@ -31,6 +31,28 @@ pub struct Config {
     pub netns: weft_vmm::netns::NetnsConfig,
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
+    pub proxy: ProxyConfig,
+}
+
+/// The ingress proxy (SPEC section 6): it publishes the ports of service groups.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub enabled: bool,
+    /// The host address the published ports listen on; `0.0.0.0` is all of them.
+    pub listen: std::net::IpAddr,
+    /// Certificates for the `tls` handler, chosen by the name a client asks for (SNI).
+    #[serde(default)]
+    pub certificates: Vec<CertificateConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM: the certificate, then its chain.
+    pub cert: PathBuf,
+    /// PEM: the certificate's private key.
+    pub key: PathBuf,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -30,12 +30,19 @@ impl Controller {
             inherit(&mut req, &source);
         }
         let checked = self.check(account, &req).await?;
+        let group = self
+            .plan_service_group(account, req.service_group.as_ref())
+            .await?;
         let (record, leases) = self.claim(account, req, checked).await?;
 
         let uuid = record.instance.uuid.clone();
         let lock = self.op_lock(&uuid);
         let _op = lock.lock().await;
 
+        if let Err(e) = self.join_service_group(&record, group).await {
+            self.discard(&record, &leases).await;
+            return Err(e);
+        }
         if let Err(e) = self.attach_host(&record).await {
             self.discard(&record, &leases).await;
             return Err(Error::step("host network setup", e));
@@ -258,6 +265,7 @@ impl Controller {
             boot_time_us: None,
             net_time_us: None,
             services: Vec::new(),
+            service_group: None,
         };
 
         if let Err(e) = self.store.insert_instance(&instance, &interfaces).await {

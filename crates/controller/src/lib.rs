@@ -15,6 +15,7 @@ pub mod patch;
 pub mod plan;
 pub mod pools;
 pub mod request;
+pub mod services;
 mod sources;
 mod templates;
 mod validate;
@@ -72,6 +73,8 @@ pub struct Metrics {
     pub agent: AgentCounters,
     /// The platform resolver's counters, once it serves.
     pub dns: std::sync::OnceLock<Arc<weft_dns::Counters>>,
+    /// The ingress proxy's counters, once it serves.
+    pub proxy: std::sync::OnceLock<Arc<weft_proxy::Counters>>,
 }
 
 impl Controller {

@@ -35,8 +35,9 @@ pub struct CreateRequest {
     pub autostart: Option<bool>,
     /// Not available in this version: refused.
     pub timeout_s: Option<u64>,
-    /// Not available in this version: refused.
-    #[schema(value_type = Option<Object>)]
+    /// The service group the instance joins: an existing group of the account by name or
+    /// uuid, or a new group made for the instance, which is deleted with it.
+    #[schema(value_type = Option<crate::services::request::ServiceGroupChoice>)]
     pub service_group: Option<serde_json::Value>,
     /// Make the instance from a template. A template keeps no network configuration.
     #[schema(value_type = Option<InstanceRef>)]

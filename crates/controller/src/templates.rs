@@ -118,6 +118,7 @@ impl Controller {
             boot_time_us: None,
             net_time_us: None,
             services: Vec::new(),
+            service_group: None,
             ..src.clone()
         };
         self.store.insert_instance(&copy, &[]).await?;

@@ -173,7 +173,6 @@ pub(crate) fn in_range(field: &str, value: u32, (min, max): (u32, u32)) -> Resul
 
 pub(crate) fn refuse_unsupported(req: &CreateRequest) -> Result<(), Error> {
     let unsupported = [
-        ("service_group", req.service_group.is_some()),
         ("timeout_s", req.timeout_s.is_some()),
         (
             "features",

@@ -9,6 +9,7 @@ pub mod bootargs;
 pub mod cidr;
 pub mod mac;
 pub mod names;
+pub mod services;
 
 pub use bootargs::{BootArgs, NetdevConfig};
 pub use cidr::{derive_gateway, Ipv4Cidr};

@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let listen = config.listen;
 
     let dns = config.dns.clone();
+    let proxy = config.proxy.clone();
     let gateway = config.pool_gateway();
     let controller = Controller::start(config, store, hostnet, driver).await?;
 
@@ -81,12 +82,38 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
+    // After the API has its port, so that no published port can take it first.
+    if proxy.enabled {
+        serve_proxy(&controller, proxy)?;
+    }
     tracing::info!(%listen, "weftd serving");
 
     axum::serve(listener, weft_api::router(controller))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("weftd stopped; guests keep running");
+    Ok(())
+}
+
+/// Starts the ingress proxy on the controller's routes.
+fn serve_proxy(
+    controller: &Arc<Controller>,
+    config: weft_controller::config::ProxyConfig,
+) -> anyhow::Result<()> {
+    let settings = weft_proxy::Settings {
+        listen: config.listen,
+        certificates: config
+            .certificates
+            .into_iter()
+            .map(|c| weft_proxy::CertificateFiles {
+                cert: c.cert,
+                key: c.key,
+            })
+            .collect(),
+    };
+    let proxy = weft_proxy::Proxy::new(settings).context("starting the ingress proxy")?;
+    let _ = controller.metrics.proxy.set(proxy.counters());
+    tokio::spawn(proxy.run(controller.routes()));
     Ok(())
 }
 
