@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds weft's base guest image: the Debian cloud kernel, and an initramfs whose /init is
-# weft-guest, with busybox for the apps and the virtio modules the guest needs.
+# weft-guest, with weft-shield for relay instances, busybox for the apps and the virtio
+# modules the guest needs.
 #
 # Usage: image/build.sh [OUTPUT_DIR]        (default: image/out/base)
 #
@@ -10,6 +11,7 @@
 #
 # Environment:
 #   WEFT_GUEST_BIN   use this weft-guest binary instead of building it (must be static)
+#   WEFT_SHIELD_BIN  use this weft-shield binary instead of building it (must be static)
 #   WEFT_IMAGE_WORK  work directory (default: image/out/work)
 set -euo pipefail
 
@@ -49,19 +51,31 @@ install_tools() {
     fi
 }
 
-build_guest() {
-    if [[ -n "${WEFT_GUEST_BIN:-}" ]]; then
-        guest_bin="$WEFT_GUEST_BIN"
-    else
-        say "building weft-guest (static, glibc)"
-        # No musl target is assumed: glibc links statically, and weft-guest avoids NSS.
+# Builds weft-guest and weft-shield as static binaries (glibc, `+crt-static`; no musl target is
+# assumed, and neither binary uses NSS) in one cargo invocation, so that they share their
+# dependencies, with the `guest` profile: no debug info, optimized for size, stripped.
+build_binaries() {
+    guest_bin="${WEFT_GUEST_BIN:-}"
+    shield_bin="${WEFT_SHIELD_BIN:-}"
+    local names=() packages=() name target=x86_64-unknown-linux-gnu
+    [[ -n "$guest_bin" ]] || names+=(weft-guest)
+    [[ -n "$shield_bin" ]] || names+=(weft-shield)
+    for name in "${names[@]}"; do packages+=(-p "$name"); done
+    if ((${#names[@]} > 0)); then
+        say "building ${names[*]} (static, glibc, profile guest)"
+        local compile_started=$SECONDS
         (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
-            cargo build --release --quiet -p weft-guest --target x86_64-unknown-linux-gnu)
-        guest_bin="$repo/target/x86_64-unknown-linux-gnu/release/weft-guest"
+            cargo build --profile guest --quiet "${packages[@]}" --target "$target")
+        say "compiled in $((SECONDS - compile_started)) s"
     fi
-    [[ -x "$guest_bin" ]] || die "no weft-guest binary at $guest_bin"
-    file -L "$guest_bin" | grep -Eq 'statically linked|static-pie linked' \
-        || die "$guest_bin is not statically linked"
+    guest_bin="${guest_bin:-$repo/target/$target/guest/weft-guest}"
+    shield_bin="${shield_bin:-$repo/target/$target/guest/weft-shield}"
+    local bin
+    for bin in "$guest_bin" "$shield_bin"; do
+        [[ -x "$bin" ]] || die "no binary at $bin"
+        file -L "$bin" | grep -Eq 'statically linked|static-pie linked' \
+            || die "$bin is not statically linked"
+    done
 }
 
 fetch_kernel() {
@@ -145,9 +159,10 @@ make_rootfs() {
     chmod 1777 "$rootfs/tmp"
 
     install -m 0755 "$guest_bin" "$rootfs/init"
-    # The release profile keeps debug info for the host; the guest needs none of it.
+    install -m 0755 "$shield_bin" "$rootfs/bin/weft-shield"
+    # The guest profile strips its binaries; one given from elsewhere may carry debug info.
     if command -v strip >/dev/null; then
-        strip "$rootfs/init"
+        strip "$rootfs/init" "$rootfs/bin/weft-shield"
     fi
     install -m 0755 /bin/busybox "$rootfs/bin/busybox"
     local applet count=0
@@ -222,7 +237,7 @@ EOF
 }
 
 install_tools
-build_guest
+build_binaries
 fetch_kernel
 make_rootfs
 pack

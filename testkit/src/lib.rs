@@ -1,9 +1,11 @@
 //! Test hosts for weft's end-to-end tests. Everything happens in network namespaces the
 //! tests create: a host namespace where weftd runs, an "internet" namespace behind its
-//! uplink (192.0.2.0/24), and a namespace that plays the user's own network. The host's own
-//! namespace is never configured.
+//! uplink (192.0.2.0/24) with test servers, and a namespace that plays the user's own
+//! network. The host's own namespace is never configured.
 
 pub mod api;
+pub mod dns;
+pub mod internet;
 pub mod netns;
 pub mod topology;
 pub mod weftd;
@@ -35,6 +37,12 @@ pub fn privileged_or_skip(test: &str) -> bool {
             false
         }
     }
+}
+
+/// Standard base64, as instance env values carry PEM texts.
+pub fn base64(bytes: impl AsRef<[u8]>) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn unsafe_geteuid() -> u32 {

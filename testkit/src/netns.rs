@@ -4,6 +4,8 @@ use std::process::{Command, Output};
 
 pub struct Netns {
     name: String,
+    /// `/etc/netns/<name>`, made by [`Netns::attach`] and removed with the name.
+    etc: Option<std::path::PathBuf>,
 }
 
 impl Netns {
@@ -13,6 +15,7 @@ impl Netns {
         sh(&["ip", "netns", "add", name]);
         let ns = Netns {
             name: name.to_string(),
+            etc: None,
         };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
@@ -22,7 +25,25 @@ impl Netns {
     pub fn existing(name: &str) -> std::mem::ManuallyDrop<Netns> {
         std::mem::ManuallyDrop::new(Netns {
             name: name.to_string(),
+            etc: None,
         })
+    }
+
+    /// Names the network namespace of process `pid` (a netns guest's), as `ip netns attach`
+    /// does, so that everything here runs in it. Commands run with [`Netns::exec`] see
+    /// `resolv_conf` as `/etc/resolv.conf` (`ip netns exec` binds `/etc/netns/<name>/*` over
+    /// `/etc`). Dropping the handle removes the name and that file, not the namespace.
+    pub fn attach(name: &str, pid: u32, resolv_conf: &str) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        let etc = std::path::Path::new("/etc/netns").join(name);
+        std::fs::create_dir_all(&etc).expect("/etc/netns/<name> is made");
+        std::fs::write(etc.join("resolv.conf"), resolv_conf).expect("resolv.conf written");
+        let ns = Netns {
+            name: name.to_string(),
+            etc: Some(etc),
+        };
+        sh(&["ip", "netns", "attach", name, &pid.to_string()]);
+        ns
     }
 
     pub fn name(&self) -> &str {
@@ -83,6 +104,9 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+        if let Some(etc) = &self.etc {
+            let _ = std::fs::remove_dir_all(etc);
+        }
     }
 }
 

@@ -135,6 +135,33 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
         self.dir.path().join("state")
     }
 
+    /// The network namespace of a running netns guest, named `ns_name` for the test (see
+    /// [`Netns::attach`]), with the resolv.conf weft-guest wrote for it: commands run with
+    /// `exec` resolve names as the guest was told to. Found through the pid of the guest's
+    /// `weft-netns`, whose command line names the instance.
+    pub fn guest_netns(&self, instance: &str, ns_name: &str) -> Netns {
+        let (code, body) = self.api.get(&format!("/v1/instances/{instance}"));
+        assert_eq!(code, 200, "{body}");
+        let uuid = body["data"]["instances"][0]["uuid"]
+            .as_str()
+            .expect("an instance has a uuid")
+            .to_string();
+        let resolv = self
+            .state_dir()
+            .join("instances")
+            .join(&uuid)
+            .join("resolv.conf");
+        let found = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+            let text = std::fs::read_to_string(&resolv).ok()?;
+            let pid = guest_pid(&uuid)?;
+            Some((pid, text))
+        });
+        let (pid, text) = found.unwrap_or_else(|| {
+            panic!("no weft-netns process or resolv.conf for instance {instance} ({uuid})")
+        });
+        Netns::attach(ns_name, pid, &text)
+    }
+
     /// Stops weftd with SIGTERM (guests keep running) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -160,6 +187,21 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
 impl Drop for Weftd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The pid of the `weft-netns` process of instance `uuid`, which lives in the guest's network
+/// namespace.
+fn guest_pid(uuid: &str) -> Option<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("weft-netns --name weft-{uuid} ")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut pids = text.split_whitespace().filter_map(|p| p.parse().ok());
+    match (pids.next(), pids.next()) {
+        (Some(pid), None) => Some(pid),
+        _ => None,
     }
 }
 

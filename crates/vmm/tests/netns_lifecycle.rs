@@ -235,7 +235,9 @@ fn netns_start_failures_name_their_cause() {
         create_tap("t0", 1500);
         let first = guest(&run, vec![nic("t0", mac)], &idle);
         let holder = driver.start(&first).await.expect("first guest");
-        let second = guest(&run, vec![nic("t1", mac), nic("t0", mac)], &idle);
+        // Each instance has its own run directory, and so its own console.
+        let second_run = RunDir::new();
+        let second = guest(&second_run, vec![nic("t1", mac), nic("t0", mac)], &idle);
         create_tap("t1", 1500);
         let detail = early_exit_detail(failed_start(&driver, &second).await);
         assert_eq!(

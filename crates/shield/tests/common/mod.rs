@@ -8,20 +8,18 @@
 //!
 //! The client's default route plays the host that forwards everything a relayed interface
 //! sends to the relay. The client asks DNS at 192.0.2.53, an address nobody has: only the
-//! shield's any-address routing can answer there.
+//! shield's any-address routing can answer there. The internet is the testkit's.
 
 #![allow(dead_code)]
 
-pub mod internet;
-
-use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::ResponseCode;
+pub use weft_testkit::dns::Answer;
+pub use weft_testkit::internet;
 use weft_testkit::{privileged_or_skip, wait_for, Netns};
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -200,21 +198,9 @@ impl Net {
 
     /// Resolves a name through the shield (UDP, or TCP), from the client.
     pub fn dns(&self, name: &str, tcp: bool) -> Answer {
-        let query = query_bytes(name, RecordType::A);
-        let reply = self.client.enter(move || {
-            if tcp {
-                dns_tcp(&query)
-            } else {
-                dns_udp(&query)
-            }
-        });
-        reply
-            .map(|bytes| Answer::from(Message::from_vec(&bytes).expect("a DNS message")))
-            .unwrap_or(Answer {
-                code: None,
-                addrs: vec![],
-                truncated: false,
-            })
+        let name = name.to_string();
+        self.client
+            .enter(move || weft_testkit::dns::query(RESOLVER, &name, tcp))
     }
 
     /// The address a name resolves to through the shield; panics when it does not.
@@ -223,74 +209,6 @@ impl Net {
         assert_eq!(answer.code, Some(ResponseCode::NoError), "{name}");
         answer.addrs[0]
     }
-}
-
-#[derive(Debug)]
-pub struct Answer {
-    /// None when nothing answered.
-    pub code: Option<ResponseCode>,
-    pub addrs: Vec<Ipv4Addr>,
-    pub truncated: bool,
-}
-
-impl From<Message> for Answer {
-    fn from(message: Message) -> Answer {
-        let addrs = message
-            .answers()
-            .iter()
-            .filter_map(|r| match r.data() {
-                RData::A(a) => Some(a.0),
-                _ => None,
-            })
-            .collect();
-        Answer {
-            code: Some(message.response_code()),
-            addrs,
-            truncated: message.truncated(),
-        }
-    }
-}
-
-fn query_bytes(name: &str, kind: RecordType) -> Vec<u8> {
-    let mut message = Message::new();
-    message
-        .set_id(rand::random())
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(true)
-        .add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
-    message.to_vec().unwrap()
-}
-
-/// A connected socket takes answers only from the address it sent to: an answer from any
-/// other source would not count.
-fn dns_udp(query: &[u8]) -> Option<Vec<u8>> {
-    let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-    socket.connect((RESOLVER, 53)).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    socket.send(query).unwrap();
-    let mut buf = vec![0u8; 65535];
-    let n = socket.recv(&mut buf).ok()?;
-    Some(buf[..n].to_vec())
-}
-
-fn dns_tcp(query: &[u8]) -> Option<Vec<u8>> {
-    use std::io::Read as _;
-    let addr = SocketAddr::from((RESOLVER, 53));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(query);
-    stream.write_all(&framed).ok()?;
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len).ok()?;
-    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut buf).ok()?;
-    Some(buf)
 }
 
 /// A weft-shield process in the shield namespace, its stdout in a file. Killed when dropped.

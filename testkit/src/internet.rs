@@ -1,5 +1,6 @@
-//! The "internet" behind the shield: a DNS server and HTTP/HTTPS servers that record every
-//! byte they receive, all in one network namespace.
+//! A test "internet": a DNS server and HTTP/HTTPS servers that record every byte they
+//! receive, all in one network namespace, with certificates from a test CA. The shield's
+//! tests put it behind the shield; weftd's put it behind the host's uplink.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -13,7 +14,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_rustls::TlsAcceptor;
-use weft_testkit::Netns;
+
+use crate::Netns;
 
 pub const ALLOWED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const DENIED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
@@ -56,6 +58,12 @@ pub struct TestCa {
     pub pem: String,
     key_pem: String,
     issuer: Issuer<'static, KeyPair>,
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TestCa {
