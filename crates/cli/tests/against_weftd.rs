@@ -430,12 +430,35 @@ fn raw_api_login_and_exit_codes(cli: &Cli, home: &Path) {
     let no_token = cli.bare(&["--url", &cli.url, "ps"], None);
     assert_eq!(no_token.code, 3);
 
-    // Service groups are not served by this weftd: its answer, as it is.
-    let services = cli.run(&["service", "ls"]);
-    if services.code != 0 {
-        assert_eq!(services.code, 3, "{services:?}");
-        assert_eq!(services.stderr, "error: No such endpoint: /v1/services\n");
-    }
+    // Service groups: create, list, show, a refused handler combination in the API's own
+    // words, delete.
+    let group = cli.json(&["service", "create", "tcp9000", "-p", "9000:8080"]);
+    assert_eq!(group["name"], "tcp9000", "{group}");
+    assert_eq!(group["services"][0]["port"], 9000, "{group}");
+    assert_eq!(group["services"][0]["destination_port"], 8080, "{group}");
+    assert_eq!(group["services"][0]["handlers"], json!([]), "{group}");
+    let listed = cli.ok(&["service", "ls"]);
+    assert!(listed.starts_with("NAME "), "{listed}");
+    assert!(
+        listed.contains("tcp9000") && listed.contains("9000:8080"),
+        "{listed}"
+    );
+    assert_eq!(
+        cli.json(&["service", "get", "tcp9000"])["uuid"],
+        group["uuid"]
+    );
+    let refused = cli.run(&["service", "create", "wrong", "-p", "8080:80/http"]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .starts_with("error: Invalid services[0]: handlers [\"http\"]"),
+        "{refused:?}"
+    );
+    assert_eq!(cli.run(&["service", "get", "wrong"]).code, 3);
+    let removed = cli.ok(&["service", "rm", "tcp9000"]);
+    assert!(removed.contains("tcp9000"), "{removed}");
+    assert_eq!(cli.run(&["service", "get", "tcp9000"]).code, 3);
 
     // Nothing listens on 7071: exit 4, naming the address.
     let away = cli.bare(&["--url", "http://127.0.0.1:7071", "ps"], None);
