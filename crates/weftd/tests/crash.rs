@@ -154,6 +154,19 @@ fn crash_at_every_failpoint_leaves_a_consistent_system() {
         failpoints::ALL.len(),
         started.elapsed()
     );
+    // Every way of settling a crash was taken at least once.
+    let log = world.weftd.log();
+    for what in [
+        "a create was cut short by a crash: rolled back",
+        "a delete was cut short by a crash: finished",
+        "a stop was cut short by a crash: finished",
+        "a guest process that no instance owns: stopping it",
+        "guest survived a restart",
+    ] {
+        let n = log.matches(what).count();
+        eprintln!("weftd's log: {n} x '{what}'");
+        assert!(n > 0, "weftd never logged '{what}'");
+    }
 }
 
 #[test]

@@ -19,6 +19,15 @@ fn reaches_internet(ns: &Netns) -> bool {
     ns.succeeds(&["ping", "-c", "1", "-W", "1", INTERNET_ADDR])
 }
 
+/// How many rules `netdev weft` (the relays' table) holds.
+fn relay_rules(host: &Netns) -> usize {
+    let out = host.exec(&["nft", "-j", "list", "table", "netdev", "weft"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    list["nftables"].as_array().map_or(0, |items| {
+        items.iter().filter(|i| i.get("rule").is_some()).count()
+    })
+}
+
 #[test]
 fn flushed_ruleset_is_repaired_while_instances_run() {
     let test = "flushed_ruleset_is_repaired_while_instances_run";
@@ -42,8 +51,20 @@ fn flushed_ruleset_is_repaired_while_instances_run() {
             });
             assert!(up.is_some(), "{}: no internet before the flush", ns.name());
         }
+        // A client relayed through a: its relay rules live in `netdev weft`.
+        create(
+            world.api(),
+            json!({"name": "c", "network_interfaces": [{"relay": {"name": "a-eth0"}}]}),
+        );
+        let relays = relay_rules(&world.topo.host);
+        assert!(relays > 0, "no relay rules");
         let elements = guest_elements(&world.topo.host);
-        assert_eq!(elements.len(), 3, "{elements:?}");
+        assert_eq!(elements.len(), 4, "{elements:?}");
+
+        // No false alarm while instances and relays came and went.
+        let alarms = |w: &World| w.weftd.log().matches("incomplete: repairing").count();
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(alarms(world), 0, "weftd repaired a whole table");
 
         for round in 0..2 {
             let out = world.topo.host.exec(&["nft", "flush", "ruleset"]);
@@ -62,7 +83,9 @@ fn flushed_ruleset_is_repaired_while_instances_run() {
             }
             eprintln!("round {round}: repaired within {:?}", flushed.elapsed());
             assert_eq!(guest_elements(&world.topo.host), elements);
+            assert_eq!(relay_rules(&world.topo.host), relays, "relay rules");
             assert_consistent(&world.topo.host, &world.weftd, "after the flush");
+            assert!(alarms(world) > round, "weftd did not log its repair");
         }
     });
 }
