@@ -16,6 +16,8 @@ pub struct Weftd {
     ns: String,
     binary: PathBuf,
     config: PathBuf,
+    /// Environment variables weftd is started with (set by [`Weftd::set_env`]).
+    env: Vec<(String, String)>,
 }
 
 impl Weftd {
@@ -82,6 +84,7 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
             ns: ns.name().to_string(),
             binary: binary.to_path_buf(),
             config,
+            env: Vec::new(),
         };
         weftd.spawn();
         weftd
@@ -99,6 +102,7 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info,weft=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -175,6 +179,38 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
                 let _ = child.wait();
             }
         }
+    }
+
+    /// Sets (or with `None` removes) an environment variable for the next start of weftd.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push((key.to_string(), value.to_string()));
+        }
+    }
+
+    /// Waits at most `limit` for weftd to exit on its own; its status once it has.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = wait_for(limit, Duration::from_millis(20), || {
+            child.try_wait().ok().flatten()
+        })?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Kills weftd with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts weftd again after it exited or was killed (see [`Weftd::wait_exit`]).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "weftd is still running");
+        self.spawn();
     }
 
     /// Stops weftd and starts it again on the same store and configuration.

@@ -10,6 +10,9 @@ use weft_model::MacAddr;
 use weft_store::{Instance, Interface, State};
 
 use crate::error::{texts, Error};
+use crate::failpoints;
+use crate::journal::Intent;
+use crate::lifecycle::STOP_GRACE;
 use crate::plan::{self, NetFacts, PlannedInterface, PoolRules, Source};
 use crate::pools::Lease;
 use crate::request::CreateRequest;
@@ -33,27 +36,39 @@ impl Controller {
         let group = self
             .plan_service_group(account, req.service_group.as_ref())
             .await?;
+        failpoints::hit("create.after_check")?;
         let (record, leases) = self.claim(account, req, checked).await?;
 
         let uuid = record.instance.uuid.clone();
         let lock = self.op_lock(&uuid);
         let _op = lock.lock().await;
 
-        if let Err(e) = self.join_service_group(&record, group).await {
+        let result = self.set_up(&record, group).await;
+        if let Err(e) = result {
             self.discard(&record, &leases).await;
+            self.journal.end(&uuid, Intent::Create);
             return Err(e);
         }
-        if let Err(e) = self.attach_host(&record).await {
-            self.discard(&record, &leases).await;
-            return Err(Error::step("host network setup", e));
-        }
-        if record.instance.state == State::Starting {
-            if let Err(e) = self.boot(&record).await {
-                self.discard(&record, &leases).await;
-                return Err(e);
-            }
-        }
+        // The create is complete: a crash from here on keeps the instance.
+        self.journal.end(&uuid, Intent::Create);
         self.find_by_uuid(&uuid).await
+    }
+
+    /// The steps of a create after its claim; the caller undoes them all on failure.
+    async fn set_up(
+        self: &Arc<Self>,
+        record: &Record,
+        group: crate::services::GroupPlan,
+    ) -> Result<(), Error> {
+        failpoints::hit("create.after_claim")?;
+        self.join_service_group(record, group).await?;
+        failpoints::hit("create.after_service_group")?;
+        self.attach_host_steps(record).await?;
+        failpoints::hit("create.after_host_attach")?;
+        if record.instance.state == State::Starting {
+            self.boot(record, "create").await?;
+        }
+        failpoints::hit("create.before_reply")
     }
 
     /// Everything that needs no claim: the request's shape, the rules, the image, and the
@@ -268,9 +283,18 @@ impl Controller {
             service_group: None,
         };
 
-        if let Err(e) = self.store.insert_instance(&instance, &interfaces).await {
+        let written = async {
+            self.journal
+                .begin(&uuid, Intent::Create)
+                .map_err(|e| Error::step("journal", e))?;
+            failpoints::hit("create.before_store_write")?;
+            self.store.insert_instance(&instance, &interfaces).await?;
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = written.await {
+            self.journal.end(&uuid, Intent::Create);
             self.release(&leases);
-            return Err(e.into());
+            return Err(e);
         }
         self.notify();
         tracing::info!(instance = %instance.name, uuid = %uuid, interfaces = interfaces.len(), "instance created");
@@ -399,8 +423,17 @@ impl Controller {
     }
 
     /// Undoes a create that failed after its claim: host side, store rows, leases, files.
-    async fn discard(&self, record: &Record, leases: &[Lease]) {
+    pub(crate) async fn discard(&self, record: &Record, leases: &[Lease]) {
         let uuid = &record.instance.uuid;
+        // A guest that booted before the failing step goes first.
+        if let Ok(current) = self.find_by_uuid(uuid).await {
+            if let Some(pid) = current.instance.pid {
+                let spec = self.running_spec(&current);
+                if let Err(e) = self.driver.stop(&spec, pid, STOP_GRACE).await {
+                    tracing::error!(uuid = %uuid, pid, error = %e, "undoing the guest's boot");
+                }
+            }
+        }
         if let Err(e) = self.detach_host(record).await {
             tracing::error!(uuid = %uuid, error = %e, "undoing host network setup");
         }

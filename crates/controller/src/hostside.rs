@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 use weft_hostnet::{HostNetError, RelayEnd, Relayed};
 use weft_store::Interface;
 
+use crate::error::Error;
+use crate::failpoints;
 use crate::{Controller, Record};
 
 impl Controller {
@@ -21,6 +23,25 @@ impl Controller {
             if iface.relay_name.is_some() {
                 let relayed = self.relayed(record, iface).await?;
                 self.hostnet.attach_relayed(&relayed).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::attach_host`] for a create, with its failpoints between the steps; the error
+    /// names the step.
+    pub(crate) async fn attach_host_steps(&self, record: &Record) -> Result<(), Error> {
+        let step = |e| Error::step("host network setup", e);
+        self.hostnet
+            .attach_pool_interfaces(&pool_interfaces(record))
+            .await
+            .map_err(step)?;
+        failpoints::hit("create.after_pool_attach")?;
+        for iface in &record.interfaces {
+            if iface.relay_name.is_some() {
+                let relayed = self.relayed(record, iface).await.map_err(step)?;
+                self.hostnet.attach_relayed(&relayed).await.map_err(step)?;
+                failpoints::hit("create.after_relay")?;
             }
         }
         Ok(())
@@ -55,7 +76,11 @@ impl Controller {
     }
 
     /// The relay path of a relayed interface: it and the relay interface it names.
-    async fn relayed(&self, record: &Record, iface: &Interface) -> Result<Relayed, HostNetError> {
+    pub(crate) async fn relayed(
+        &self,
+        record: &Record,
+        iface: &Interface,
+    ) -> Result<Relayed, HostNetError> {
         let name = iface.relay_name.as_deref().expect("a relayed interface");
         let relay = self
             .store

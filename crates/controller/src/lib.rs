@@ -8,12 +8,15 @@ pub mod console;
 mod create;
 pub mod directory;
 mod error;
+pub mod failpoints;
 mod hostside;
 pub mod images;
+mod journal;
 mod lifecycle;
 pub mod patch;
 pub mod plan;
 pub mod pools;
+mod reconcile;
 pub mod request;
 pub mod services;
 mod sources;
@@ -55,6 +58,8 @@ pub struct Controller {
     hostnet: HostNet,
     driver: Arc<dyn Driver>,
     pools: Mutex<pools::Pools>,
+    /// Creates and deletes in progress, for the next start after a crash.
+    journal: journal::Journal,
     /// Serializes the checks of names and devices with the writes that claim them.
     reserve: tokio::sync::Mutex<()>,
     /// One lock per instance, so that start, stop and delete of it do not interleave.
@@ -78,9 +83,10 @@ pub struct Metrics {
 }
 
 impl Controller {
-    /// Builds the controller, readies the host's pools, and brings the host in line with the
-    /// store: every instance's host side is re-applied, and guests that are gone are marked
-    /// stopped.
+    /// Builds the controller, readies the host's pools, and reconciles host and store (see
+    /// `reconcile.rs`): creates and deletes that a crash cut short are settled, surviving
+    /// guests adopted, orphans removed and missing pieces restored. Reconciliation goes on
+    /// in the background while weftd runs.
     pub async fn start(
         config: Config,
         store: Store,
@@ -93,6 +99,9 @@ impl Controller {
 
         std::fs::create_dir_all(config.state_dir.join("instances"))
             .map_err(|e| Error::step("state directory", e))?;
+        let journal =
+            journal::Journal::open(&config.state_dir).map_err(|e| Error::step("journal", e))?;
+        failpoints::init();
         hostnet
             .setup_pool(&config.pool_net())
             .await
@@ -105,13 +114,15 @@ impl Controller {
             hostnet,
             driver,
             pools: Mutex::new(pools),
+            journal,
             reserve: tokio::sync::Mutex::new(()),
             ops: Mutex::new(HashMap::new()),
             changes: tokio::sync::watch::Sender::new(0),
             metrics: Metrics::default(),
         });
-        controller.recover().await?;
+        controller.reconcile_at_start().await?;
         tokio::spawn(Arc::clone(&controller).keep_consoles());
+        tokio::spawn(Arc::clone(&controller).keep_reconciled());
         Ok(controller)
     }
 

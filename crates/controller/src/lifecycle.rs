@@ -11,12 +11,13 @@ use weft_vmm::{GuestSpec, NicSpec};
 use crate::console::{self, LogChunk};
 use crate::create::net_facts;
 use crate::error::Error;
+use crate::failpoints;
+use crate::journal::Intent;
 use crate::plan::netdev_configs;
-use crate::pools::Lease;
 use crate::{images, Account, Controller, Record};
 
 /// How long a guest gets to stop on its own before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
 
 impl Controller {
     pub(crate) async fn find_by_uuid(&self, uuid: &str) -> Result<Record, Error> {
@@ -32,7 +33,7 @@ impl Controller {
 
     /// What the driver needs to find, stop or read a guest that runs: no image, which may
     /// have gone since the guest booted.
-    fn running_spec(&self, record: &Record) -> GuestSpec {
+    pub(crate) fn running_spec(&self, record: &Record) -> GuestSpec {
         let instance = &record.instance;
         GuestSpec {
             id: instance.uuid.clone(),
@@ -93,8 +94,10 @@ impl Controller {
         })
     }
 
-    /// Boots the guest and records it running; a watcher records its exit.
-    pub(crate) async fn boot(self: &Arc<Self>, record: &Record) -> Result<(), Error> {
+    /// Boots the guest and records it running; a watcher records its exit. `op` names the
+    /// operation (`create`, `start`) for its failpoints. On failure no guest is left running
+    /// and the instance is stopped.
+    pub(crate) async fn boot(self: &Arc<Self>, record: &Record, op: &str) -> Result<(), Error> {
         let uuid = record.instance.uuid.clone();
         let spec = self.guest_spec(record)?;
         console::reset(&self.driver.console_path(&spec));
@@ -102,6 +105,12 @@ impl Controller {
 
         let started = Instant::now();
         self.set_state(&uuid, State::Starting, None, None).await?;
+        if op == "create" {
+            if let Err(e) = failpoints::hit("create.before_spawn") {
+                self.set_state(&uuid, State::Stopped, None, None).await?;
+                return Err(e);
+            }
+        }
         let guest = match self.driver.start(&spec).await {
             Ok(guest) => guest,
             Err(e) => {
@@ -110,11 +119,31 @@ impl Controller {
             }
         };
         let pid = guest.pid;
-        self.set_state(&uuid, State::Running, Some(pid), None)
-            .await?;
-        self.store
-            .set_boot_time(&uuid, started.elapsed().as_micros() as u64)
-            .await?;
+        let recorded = async {
+            failpoints::hit(if op == "create" {
+                "create.after_spawn"
+            } else {
+                "start.after_spawn"
+            })?;
+            self.set_state(&uuid, State::Running, Some(pid), None)
+                .await?;
+            if op == "create" {
+                failpoints::hit("create.after_running_write")?;
+            }
+            self.store
+                .set_boot_time(&uuid, started.elapsed().as_micros() as u64)
+                .await?;
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = recorded.await {
+            // The guest runs but is not (fully) recorded: it must not outlive the failure.
+            if let Err(stop) = self.driver.stop(&spec, pid, STOP_GRACE).await {
+                tracing::error!(uuid = %uuid, pid, error = %stop, "stopping a guest after a failed start");
+            }
+            let _ = guest.exited.await;
+            self.set_state(&uuid, State::Stopped, None, None).await?;
+            return Err(e);
+        }
         tracing::info!(instance = %record.instance.name, uuid = %uuid, pid, driver = self.driver.name(), "guest started");
 
         let socket = self.driver.agent_socket(&spec);
@@ -167,7 +196,8 @@ impl Controller {
         self.attach_host(&record)
             .await
             .map_err(|e| Error::step("host network setup", e))?;
-        self.boot(&record).await?;
+        failpoints::hit("start.after_host_attach")?;
+        self.boot(&record, "start").await?;
         Ok((previous, self.find_by_uuid(&record.instance.uuid).await?))
     }
 
@@ -183,12 +213,21 @@ impl Controller {
 
         let record = self.find_by_uuid(&record.instance.uuid).await?;
         let previous = record.instance.state;
-        self.halt(&record).await?;
+        self.halt(&record, "stop").await?;
         Ok((previous, self.find_by_uuid(&record.instance.uuid).await?))
     }
 
-    /// Stops the guest of an instance, if it has one.
-    async fn halt(&self, record: &Record) -> Result<(), Error> {
+    /// Stops the guest of an instance, if it has one. `op` (`stop`, `delete`) names the
+    /// operation for its failpoints.
+    async fn halt(&self, record: &Record, op: &str) -> Result<(), Error> {
+        let point = |step: &str| match (op, step) {
+            ("delete", "stopping") => "delete.after_stopping_write",
+            ("delete", "guest") => "delete.after_guest_stop",
+            ("delete", _) => "delete.after_exit_write",
+            (_, "stopping") => "stop.after_stopping_write",
+            (_, "guest") => "stop.after_guest_stop",
+            _ => "stop.after_exit_write",
+        };
         let instance = &record.instance;
         if instance.state == State::Template {
             return Ok(());
@@ -202,12 +241,15 @@ impl Controller {
         };
         self.set_state(&instance.uuid, State::Stopping, Some(pid), None)
             .await?;
+        failpoints::hit(point("stopping"))?;
         let spec = self.running_spec(record);
         self.driver
             .stop(&spec, pid, STOP_GRACE)
             .await
             .map_err(|e| Error::step("guest stop", e))?;
+        failpoints::hit(point("guest"))?;
         self.record_exit(&instance.uuid, pid, None).await?;
+        failpoints::hit(point("exit"))?;
         tracing::info!(instance = %instance.name, uuid = %instance.uuid, "guest stopped");
         Ok(())
     }
@@ -223,25 +265,38 @@ impl Controller {
         // Held until the rows are gone, so that no create can pick this relay meanwhile.
         let _reserve = self.reserve.lock().await;
         self.refuse_relay_in_use(&record, "deleted").await?;
-        self.halt(&record).await?;
-        self.detach_host(&record)
-            .await
-            .map_err(|e| Error::step("host network teardown", e))?;
-        self.store.delete_instance(&uuid).await?;
+        failpoints::hit("delete.after_check")?;
+        // From here on a crash does not undo the delete: the next start finishes it.
+        self.journal
+            .begin(&uuid, Intent::Delete)
+            .map_err(|e| Error::step("journal", e))?;
+        let removed = async {
+            self.halt(&record, "delete").await?;
+            self.detach_host(&record)
+                .await
+                .map_err(|e| Error::step("host network teardown", e))?;
+            failpoints::hit("delete.after_host_detach")?;
+            self.store.delete_instance(&uuid).await?;
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = removed.await {
+            // The instance stays, stopped or not as halt left it, with its network attached.
+            self.journal.end(&uuid, Intent::Delete);
+            if let Ok(record) = self.find_by_uuid(&uuid).await {
+                if let Err(e) = self.attach_host(&record).await {
+                    tracing::error!(uuid = %uuid, error = %e, "re-attaching after a failed delete");
+                }
+            }
+            return Err(e);
+        }
         self.notify();
+        let injected = failpoints::hit("delete.after_store_delete");
 
-        let leases: Vec<Lease> = record
-            .interfaces
-            .iter()
-            .filter(|i| i.pool)
-            .map(|i| Lease {
-                addr: i.ip.expect("pool address").addr(),
-                tap: i.tap_name.clone(),
-            })
-            .collect();
-        self.release(&leases);
+        self.release(&crate::reconcile::leases_of(&record));
         let _ = std::fs::remove_dir_all(self.run_dir(&uuid));
+        self.journal.end(&uuid, Intent::Delete);
         self.forget_op_lock(&uuid);
+        injected?;
         tracing::info!(instance = %record.instance.name, uuid = %uuid, "instance deleted");
         Ok(record)
     }
@@ -321,8 +376,9 @@ impl Controller {
         }
     }
 
-    /// After a restart: every lease is re-marked, every instance's host side re-applied, and
-    /// guests that did not survive are recorded as stopped.
+    /// After a restart: every lease is re-marked, guests that survived are adopted, a stop
+    /// that a crash cut short is finished, and guests that did not survive are recorded as
+    /// stopped. The host side is [`Self::reconcile_host`]'s.
     pub(crate) async fn recover(self: &Arc<Self>) -> Result<(), Error> {
         let records = self.store.list_instances(None).await?;
         {
@@ -339,9 +395,6 @@ impl Controller {
                 instance,
                 interfaces,
             };
-            if let Err(e) = self.attach_host(&record).await {
-                tracing::error!(uuid = %record.instance.uuid, error = %e, "re-applying host network");
-            }
             let Some(pid) = record.instance.pid else {
                 if record.instance.state != State::Stopped {
                     self.set_state(&record.instance.uuid, State::Stopped, None, None)
@@ -349,7 +402,9 @@ impl Controller {
                 }
                 continue;
             };
-            if guest_alive(pid, &record.instance.uuid) {
+            if record.instance.state == State::Stopping {
+                self.finish_stop(&record, pid).await?;
+            } else if guest_alive(pid, &record.instance.uuid) {
                 tracing::info!(uuid = %record.instance.uuid, pid, "guest survived a restart; watching it");
                 let socket = self.driver.agent_socket(&self.running_spec(&record));
                 let uuid = record.instance.uuid.clone();
@@ -384,7 +439,7 @@ fn primary_addr(record: &Record) -> Option<std::net::Ipv4Addr> {
 
 /// Whether `pid` is still the guest of instance `uuid` (its command line names the uuid, so
 /// a reused pid is not mistaken for it).
-fn guest_alive(pid: u32, uuid: &str) -> bool {
+pub(crate) fn guest_alive(pid: u32, uuid: &str) -> bool {
     match std::fs::read(format!("/proc/{pid}/cmdline")) {
         Ok(cmdline) => String::from_utf8_lossy(&cmdline).contains(uuid),
         Err(_) => false,

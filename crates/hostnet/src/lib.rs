@@ -3,6 +3,7 @@
 //! masquerade and anti-spoofing (nftables JSON), and the relay data path (`relay.rs`).
 //! Nothing here runs `ip`, `tc` or `iptables`.
 
+mod drift;
 mod link;
 mod neigh;
 mod nft;

@@ -112,6 +112,17 @@ pub(crate) async fn table_exists() -> Result<bool, HostNetError> {
     exists("ip", TABLE).await
 }
 
+/// What `ip weft` holds, as counts of (chains, sets, rules); `None` when the table is not
+/// installed.
+pub(crate) async fn table_shape() -> Result<Option<(usize, usize, usize)>, HostNetError> {
+    if !table_exists().await? {
+        return Ok(None);
+    }
+    let items = parse(&run(&["list", "table", "ip", TABLE], None).await?)?;
+    let count = |kind: &str| items.iter().filter(|i| i.get(kind).is_some()).count();
+    Ok(Some((count("chain"), count("set"), count("rule"))))
+}
+
 /// Whether `netdev weft` exists.
 pub(crate) async fn netdev_table_exists() -> Result<bool, HostNetError> {
     exists("netdev", NETDEV_TABLE).await

@@ -21,7 +21,9 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 #[cfg(test)]
 pub(crate) use command::nft_program;
-pub(crate) use command::{apply, guests, netdev_comments, relayed_sources, table_exists};
+pub(crate) use command::{
+    apply, guests, netdev_comments, netdev_table_exists, relayed_sources, table_exists, table_shape,
+};
 pub(crate) use relay::{attach_relayed, detach_relayed, remove_netdev, remove_relayed_elements};
 
 use crate::PoolNet;
@@ -274,6 +276,23 @@ pub(crate) fn install(
     Nftables {
         objects: objects.into(),
     }
+}
+
+/// The (chains, sets, rules) that [`install`] puts in `ip weft` for `pool`.
+pub(crate) fn installed_shape(pool: &PoolNet) -> (usize, usize, usize) {
+    let batch = install(pool, &[], &[]);
+    let count = |f: fn(&NfListObject) -> bool| {
+        batch
+            .objects
+            .iter()
+            .filter(|o| matches!(o, NfObject::CmdObject(NfCmd::Add(obj)) if f(obj)))
+            .count()
+    };
+    (
+        count(|o| matches!(o, NfListObject::Chain(_))),
+        count(|o| matches!(o, NfListObject::Set(_))),
+        count(|o| matches!(o, NfListObject::Rule(_))),
+    )
 }
 
 /// Removes the table if it is there.

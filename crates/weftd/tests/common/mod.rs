@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod consistency;
 pub mod relay;
 
 use std::path::{Path, PathBuf};
