@@ -106,6 +106,8 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
             .expect("weftd starts");
         self.child = Some(child);
 
+        // With the API on TLS the plain client cannot ask; a TLS port that accepts will do.
+        let tls = std::fs::read_to_string(&self.config).is_ok_and(|t| t.contains("[api.tls]"));
         let up = wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
             if let Some(status) = self
                 .child
@@ -114,7 +116,14 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
             {
                 panic!("weftd exited with {status}:\n{}", self.log());
             }
-            (self.api.get("/v1/healthz").0 == 200).then_some(())
+            let answers = if tls {
+                self.api.get("/v1/healthz").0 != 0
+                    || Netns::existing(&self.ns)
+                        .enter(|| std::net::TcpStream::connect(LISTEN).is_ok())
+            } else {
+                self.api.get("/v1/healthz").0 == 200
+            };
+            answers.then_some(())
         });
         assert!(
             up.is_some(),
@@ -146,6 +155,13 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
             .as_str()
             .expect("an instance has a uuid")
             .to_string();
+        self.guest_netns_of_uuid(&uuid, ns_name)
+    }
+
+    /// [`Weftd::guest_netns`] of the instance `uuid`, of any account.
+    pub fn guest_netns_of_uuid(&self, uuid: &str, ns_name: &str) -> Netns {
+        let instance = uuid;
+        let uuid = uuid.to_string();
         let resolv = self
             .state_dir()
             .join("instances")
@@ -175,6 +191,32 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
                 let _ = child.wait();
             }
         }
+    }
+
+    /// Sends weftd SIGTERM and returns at once, so that a test can watch what it does.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill with a pid we spawned; at worst the process is already gone.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+    }
+
+    /// Waits (at most `limit`) for weftd to exit; its exit status, or `None` while it runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = wait_for(limit, Duration::from_millis(50), || {
+            child.try_wait().ok().flatten()
+        });
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
+    /// Starts weftd again on the same store and configuration after it exited.
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "weftd still runs");
+        self.spawn();
     }
 
     /// Stops weftd and starts it again on the same store and configuration.

@@ -8,6 +8,7 @@ pub mod console;
 mod create;
 pub mod directory;
 mod error;
+pub mod hardening;
 mod hostside;
 pub mod images;
 mod lifecycle;
