@@ -30,9 +30,14 @@ impl Api {
 
     /// Sends a request with a raw body; returns the HTTP status and the JSON answer.
     pub fn raw(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.raw_bytes(method, path, body.map(str::as_bytes))
+    }
+
+    /// Sends a request with a body of any bytes, UTF-8 or not.
+    pub fn raw_bytes(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Value) {
         let url = format!("{}{}", self.base, path);
         let (method, token) = (method.to_string(), self.token.clone());
-        let body = body.map(str::to_string);
+        let body = body.map(<[u8]>::to_vec);
         let ns = Netns::existing(&self.ns);
         ns.enter(move || {
             let agent = ureq::AgentBuilder::new()
@@ -45,7 +50,7 @@ impl Api {
             let result = match body {
                 Some(body) => req
                     .set("Content-Type", "application/json")
-                    .send_string(&body),
+                    .send_bytes(&body),
                 None => req.call(),
             };
             match result {

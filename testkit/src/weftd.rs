@@ -110,6 +110,8 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
             .expect("weftd starts");
         self.child = Some(child);
 
+        // With the API on TLS the plain client cannot ask; a TLS port that accepts will do.
+        let tls = std::fs::read_to_string(&self.config).is_ok_and(|t| t.contains("[api.tls]"));
         let up = wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
             if let Some(status) = self
                 .child
@@ -118,7 +120,14 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
             {
                 panic!("weftd exited with {status}:\n{}", self.log());
             }
-            (self.api.get("/v1/healthz").0 == 200).then_some(())
+            let answers = if tls {
+                self.api.get("/v1/healthz").0 != 0
+                    || Netns::existing(&self.ns)
+                        .enter(|| std::net::TcpStream::connect(LISTEN).is_ok())
+            } else {
+                self.api.get("/v1/healthz").0 == 200
+            };
+            answers.then_some(())
         });
         assert!(
             up.is_some(),
@@ -150,6 +159,13 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
             .as_str()
             .expect("an instance has a uuid")
             .to_string();
+        self.guest_netns_of_uuid(&uuid, ns_name)
+    }
+
+    /// [`Weftd::guest_netns`] of the instance `uuid`, of any account.
+    pub fn guest_netns_of_uuid(&self, uuid: &str, ns_name: &str) -> Netns {
+        let instance = uuid;
+        let uuid = uuid.to_string();
         let resolv = self
             .state_dir()
             .join("instances")
@@ -186,6 +202,14 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
         self.env.retain(|(k, _)| k != key);
         if let Some(value) = value {
             self.env.push((key.to_string(), value.to_string()));
+        }
+    }
+
+    /// Sends weftd SIGTERM and returns at once, so that a test can watch what it does.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill with a pid we spawned; at worst the process is already gone.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         }
     }
 

@@ -197,6 +197,18 @@ impl<D> Reply<D> {
     }
 }
 
+impl<D> Reply<D> {
+    /// An error answered with an HTTP code of its own (413, 429), which `errors` repeats.
+    pub fn error_with_status(err: &Error, http: StatusCode, started: Instant) -> Self {
+        let mut reply = Reply::error(err, started);
+        reply.http = http;
+        reply.envelope.errors = Some(vec![ErrorStatus {
+            status: http.as_u16(),
+        }]);
+        reply
+    }
+}
+
 impl<D: Serialize> IntoResponse for Reply<D> {
     fn into_response(mut self) -> Response {
         self.envelope.op_time_us = self.started.elapsed().as_micros() as u64;

@@ -7,12 +7,15 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse as _, Response};
+use axum::Extension;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use weft_controller::request::CreateRequest;
 use weft_controller::{Account, Code, Controller, Error};
 
 use crate::envelope::{Data, Envelope, NoData, Reply};
+use crate::limits::{self, CreateLimiter};
 use crate::view::{self, DeleteList, InstanceList, LogList, TransitionList};
 use crate::{strict, TAG_INSTANCES};
 
@@ -79,6 +82,12 @@ pub(crate) fn reply<D: Data>(started: Instant, result: Result<D, Error>) -> Repl
             description = "Name, address or TAP device in use, or a pool exhausted",
             body = Envelope<NoData>
         ),
+        (status = 413, description = "The body is over the size limit", body = Envelope<NoData>),
+        (
+            status = 429,
+            description = "The account sent more creates than `[limits]` allows",
+            body = Envelope<NoData>
+        ),
         (
             status = 500,
             description = "The host network or the guest could not be set up",
@@ -86,14 +95,29 @@ pub(crate) fn reply<D: Data>(started: Instant, result: Result<D, Error>) -> Repl
         ),
     )
 )]
-pub async fn create(State(ctl): Ctl, headers: HeaderMap, body: Bytes) -> Reply<InstanceList> {
+pub async fn create(
+    State(ctl): Ctl,
+    creates: Option<Extension<Arc<CreateLimiter>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
+    if let (Some(Extension(limiter)), Ok(account)) = (&creates, account(&ctl, &headers)) {
+        if let Err(e) = limiter.check(&account.name) {
+            return limits::too_many(&e, started);
+        }
+    }
     let result: Result<_, Error> = async {
         let account = account(&ctl, &headers)?;
         let value = strict::json(&body)?;
         strict::check_create(&value, &account)?;
         let req: CreateRequest = strict::typed(value)?;
-        let record = ctl.create(&account, req).await?;
+        // On a task of its own, so that a client that goes away mid-create cannot cut it
+        // off half done: it finishes or is undone as a whole.
+        let ctl = Arc::clone(&ctl);
+        let record = tokio::spawn(async move { ctl.create(&account, req).await })
+            .await
+            .map_err(|e| Error::step("create", e))??;
         Ok(vec![view::instance(&record)].into())
     }
     .await;
@@ -102,7 +126,7 @@ pub async fn create(State(ctl): Ctl, headers: HeaderMap, body: Bytes) -> Reply<I
             tracing::error!(error = %e, "create failed");
         }
     }
-    reply(started, result)
+    reply::<InstanceList>(started, result).into_response()
 }
 
 /// List instances

@@ -7,6 +7,7 @@ mod batch;
 mod doc;
 mod envelope;
 mod instances;
+mod limits;
 mod metrics;
 mod patch;
 mod refs;
@@ -40,7 +41,8 @@ const TAG_SERVICES: &str = "services";
 /// The API's router, ready to be served.
 pub fn router(controller: Arc<Controller>) -> Router {
     let (routes, _) = documented_routes().split_for_parts();
-    finish(routes, controller)
+    let creates = limits::CreateLimiter::new(&controller.config().limits);
+    finish(routes, controller).layer(axum::Extension(creates))
 }
 
 /// Every route of the API with its documentation. The state is generic only so that tests
@@ -90,6 +92,7 @@ where
         .method_not_allowed_fallback(envelope::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(envelope::wrap_plain_errors))
+        .layer(axum::middleware::from_fn(limits::refuse_large_bodies))
         .with_state(state)
 }
 

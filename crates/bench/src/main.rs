@@ -132,7 +132,7 @@ fn control(r: &mut Results, args: &Args, programs: &Programs) -> anyhow::Result<
         "netns",
         programs,
         None,
-        &format!("[pool]\ntap_count = {taps}\n"),
+        &format!("[pool]\ntap_count = {taps}\n[limits]\ncreates_per_second = 0\n"),
     )?;
     r.control_start = Some((taps, world.start_time));
     let cycles = if args.quick { 20 } else { 200 };
@@ -150,7 +150,13 @@ fn control(r: &mut Results, args: &Args, programs: &Programs) -> anyhow::Result<
 
 fn scale(r: &mut Results, args: &Args, programs: &Programs) -> anyhow::Result<()> {
     let instances = if args.quick { 100 } else { args.instances };
-    let world = World::start("wbs", "netns", programs, None, "[pool]\ntap_count = 4000\n")?;
+    let world = World::start(
+        "wbs",
+        "netns",
+        programs,
+        None,
+        "[pool]\ntap_count = 4000\n[limits]\ncreates_per_second = 0\n",
+    )?;
     r.scale = Some(scale::run(&world, instances, 4)?);
     Ok(())
 }

@@ -32,6 +32,12 @@ pub struct Config {
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
     pub proxy: ProxyConfig,
+    #[serde(default)]
+    pub api: crate::hardening::ApiConfig,
+    #[serde(default)]
+    pub limits: crate::hardening::LimitsConfig,
+    #[serde(default)]
+    pub shutdown: crate::hardening::ShutdownConfig,
 }
 
 /// The ingress proxy (SPEC section 6): it publishes the ports of service groups.
@@ -192,6 +198,12 @@ impl Config {
                 "driver '{}' is not known; use \"qemu\" or \"netns\"",
                 self.driver
             )));
+        }
+        if self.limits.creates_per_second > 0 && self.limits.creates_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.creates_burst must be at least 1 when limits.creates_per_second is set"
+                    .into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for account in &self.accounts {

@@ -9,6 +9,7 @@ mod create;
 pub mod directory;
 mod error;
 pub mod failpoints;
+pub mod hardening;
 mod hostside;
 pub mod images;
 mod journal;

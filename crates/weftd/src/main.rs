@@ -1,6 +1,7 @@
 //! weftd: the weft daemon. It serves the API, runs the controller, and drives the host
 //! network and the VMM driver.
 
+use std::future::IntoFuture as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,6 +10,8 @@ use clap::Parser;
 use weft_controller::{Config, Controller};
 use weft_vmm::netns::NetnsDriver;
 use weft_vmm::qemu::QemuDriver;
+
+mod tls;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +44,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let config = Config::load(args.config.as_deref())?;
+    // Before anything on the host changes, so that bad files change nothing.
+    let api_tls = match &config.api.tls {
+        Some(files) => Some(tls::server_config(files)?),
+        None => None,
+    };
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
     if let Some(dir) = config.store.parent() {
@@ -62,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     let dns = config.dns.clone();
     let proxy = config.proxy.clone();
     let gateway = config.pool_gateway();
+    let shutdown = config.shutdown.clone();
     let controller = Controller::start(config, store, hostnet, driver).await?;
 
     if dns.enabled {
@@ -86,12 +95,62 @@ async fn main() -> anyhow::Result<()> {
     if proxy.enabled {
         serve_proxy(&controller, proxy)?;
     }
-    tracing::info!(%listen, "weftd serving");
+    tracing::info!(%listen, tls = api_tls.is_some(), "weftd serving");
 
-    axum::serve(listener, weft_api::router(controller))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    tracing::info!("weftd stopped; guests keep running");
+    // On SIGTERM or SIGINT the server stops accepting, and requests in flight finish (at
+    // most `grace_s`); a create among them runs on a task of its own and is finished or
+    // undone as a whole.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stopped = {
+        let stopping = Arc::clone(&stopping);
+        async move { stopping.notified().await }
+    };
+    let app = weft_api::router(Arc::clone(&controller));
+    let mut server = match api_tls {
+        Some(config) => tokio::spawn(
+            axum::serve(tls::TlsListener::new(listener, config)?, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+        None => tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+    };
+    tokio::select! {
+        result = &mut server => {
+            result??;
+            return Ok(());
+        }
+        () = shutdown_signal() => {}
+    }
+    tracing::info!("weftd stopping: no new requests, finishing those in flight");
+    stopping.notify_one();
+    let grace = std::time::Duration::from_secs(shutdown.grace_s);
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result??,
+        Err(_) => {
+            server.abort();
+            tracing::warn!(
+                grace_s = shutdown.grace_s,
+                "requests still in flight at the end of the grace time"
+            );
+        }
+    }
+    if shutdown.stop_guests {
+        let (stopped, failed) = controller.stop_all_guests().await;
+        for failure in &failed {
+            tracing::error!(%failure, "stopping a guest at shutdown");
+        }
+        tracing::info!(
+            stopped,
+            failed = failed.len(),
+            "weftd stopped; guests stopped"
+        );
+    } else {
+        tracing::info!("weftd stopped; guests keep running");
+    }
     Ok(())
 }
 
