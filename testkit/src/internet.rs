@@ -233,8 +233,35 @@ async fn serve_https(
     }
 }
 
+/// The largest body `GET /bytes/<n>` serves.
+pub const MAX_BYTES: usize = 256 << 20;
+
+/// The body of `GET /bytes/<len>`: bytes that do not repeat with any short period, so that a
+/// lost, doubled or reordered segment changes the whole.
+pub fn pattern(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The length asked by a request line `GET /bytes/<n> ...`, up to [`MAX_BYTES`].
+fn bytes_asked(head: &str) -> Option<usize> {
+    let target = head.strip_prefix("GET /bytes/")?;
+    let n: usize = target.split([' ', '?']).next()?.parse().ok()?;
+    (n <= MAX_BYTES).then_some(n)
+}
+
 /// Serves HTTP/1.1 requests with Content-Length bodies, keep-alive, recording each. The
-/// server at ALLOWED answers "ok"; the others echo the request back.
+/// server at ALLOWED answers "ok"; the others echo the request back. Every server answers
+/// `GET /bytes/<n>` with `pattern(n)`, for long transfers.
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, server: Ipv4Addr, seen: Seen) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -268,7 +295,9 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, server: Ipv4Addr
         }
         let request: Vec<u8> = buf.drain(..head_end + length).collect();
         seen.record(server, &request);
-        let body = if server == ALLOWED {
+        let body = if let Some(n) = bytes_asked(&head) {
+            pattern(n)
+        } else if server == ALLOWED {
             b"ok\n".to_vec()
         } else {
             request
@@ -280,6 +309,13 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, server: Ipv4Addr
         if stream.write_all(reply.as_bytes()).await.is_err()
             || stream.write_all(&body).await.is_err()
         {
+            return;
+        }
+        if head
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n")
+        {
+            let _ = stream.shutdown().await;
             return;
         }
     }

@@ -210,7 +210,17 @@ impl HostNet {
             policy::add_rule(h, rule).await?;
         }
 
-        nft::apply(&nft::attach_relayed(r, &r.record())).await
+        nft::apply(&nft::attach_relayed(r, &r.record())).await?;
+
+        // A pool client has the pool's whole network on-link and asks by ARP for the MAC of
+        // any pool address it talks to (another instance, another client of the same
+        // relay). Its frames go to the relay whatever their destination MAC, but without an
+        // answer it would send none: the host answers for every address that it routes out
+        // of another device, only once the chains above keep the client on its relay.
+        if c.pool {
+            crate::write_sysctl(&proxy_arp_key(&c.tap), "1")?;
+        }
+        Ok(())
     }
 
     async fn remove_relayed(&self, r: &Relayed) -> Result<(), HostNetError> {
@@ -248,6 +258,7 @@ impl HostNet {
                 let index = link.header.index;
                 note(neigh::delete_entry(h, index, c.addr).await);
                 if c.pool {
+                    note(crate::write_sysctl(&proxy_arp_key(&c.tap), "0"));
                     note(link::delete_host_route(h, index, &c.tap, c.addr).await);
                 }
             }
@@ -324,6 +335,11 @@ impl HostNet {
         }
         HostNetError::collect(errors)
     }
+}
+
+/// The sysctl that makes the host answer ARP on `tap` for addresses routed elsewhere.
+fn proxy_arp_key(tap: &str) -> String {
+    format!("net/ipv4/conf/{tap}/proxy_arp")
 }
 
 /// Refuses a relay that would point an interface at itself or use names no device can have.

@@ -163,6 +163,18 @@ fn everything_a_pool_client_sends_arrives_at_its_relay() {
         assert!(w.other.wait_for(SILENCE, |p| p.src == CLIENT).is_none());
         assert!(w.client2.wait_for(SILENCE, |p| p.src == CLIENT).is_none());
 
+        // The client has the pool's network on-link: the host answers its ARP for the other
+        // client and for the relay with the TAP's MAC, so that it sends to them at all.
+        let host_mac = mac_of(&handle, "wtap0").await;
+        for target in [CLIENT2, RELAY] {
+            w.client.send_arp_request(CLIENT, target);
+            let reply = w
+                .client
+                .wait_arp_reply(ANSWER, |a| a.sender_ip == target)
+                .unwrap_or_else(|| panic!("no ARP answer for {target}"));
+            assert_eq!(reply.sender_mac, host_mac, "{target}");
+        }
+
         // A guest with checksum offload leaves the checksum to the NIC: the relay's NIC gets
         // it complete.
         w.client
@@ -362,6 +374,11 @@ fn a_detached_pool_client_is_cut_off() {
         assert!(w.client.wait_for(SILENCE, |_| true).is_none(), "no answer");
         assert!(w.relay.wait_for(SILENCE, |p| p.src == CLIENT).is_none());
         assert!(w.client2.wait_for(SILENCE, |p| p.src == CLIENT).is_none());
+        w.client.send_arp_request(CLIENT, CLIENT2);
+        assert!(
+            w.client.wait_arp_reply(SILENCE, |_| true).is_none(),
+            "no proxy ARP for a detached client"
+        );
 
         w.relay.send_ping(FAR, CLIENT, 3);
         assert!(w.client.wait_for(SILENCE, |_| true).is_none());

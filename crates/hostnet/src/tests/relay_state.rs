@@ -29,6 +29,8 @@ struct Installed {
     guests: Vec<(String, Ipv4Addr)>,
     relayed_set: BTreeSet<Ipv4Addr>,
     host_routes: BTreeSet<(String, Ipv4Addr)>,
+    /// Devices that answer ARP for addresses routed elsewhere.
+    proxy_arp: BTreeSet<String>,
 }
 
 fn netdev_chains() -> BTreeSet<String> {
@@ -85,6 +87,14 @@ async fn installed(handle: &Handle, net: &HostNet) -> Installed {
             .iter()
             .filter(|r| r.prefix == 32)
             .filter_map(|r| Some((name(r.oif?), r.dst)))
+            .collect(),
+        proxy_arp: names
+            .values()
+            .filter(|tap| {
+                std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{tap}/proxy_arp"))
+                    .is_ok_and(|v| v.trim() == "1")
+            })
+            .cloned()
             .collect(),
     }
 }
@@ -188,6 +198,10 @@ fn attach_installs_the_whole_path_once_and_detach_takes_it_back() {
             .map(|(t, a)| (t.to_string(), a))
             .into();
         assert_eq!(both.host_routes, host_routes);
+        assert_eq!(
+            both.proxy_arp,
+            strings(["wtap0".to_string(), "wtap2".to_string()])
+        );
 
         // Attaching again changes nothing; weftd's restart keeps it all.
         net.attach_relayed(&a).await.unwrap();
@@ -205,6 +219,7 @@ fn attach_installs_the_whole_path_once_and_detach_takes_it_back() {
         assert!(one.rules.iter().all(|r| r.to == A));
         assert!(!one.relayed_set.contains(&B));
         assert!(!one.host_routes.contains(&("wtap2".to_string(), B)));
+        assert_eq!(one.proxy_arp, strings(["wtap0".to_string()]));
 
         // The last one goes: nothing is left but the relay's own pool interface.
         net.detach_relayed(&a).await.unwrap();

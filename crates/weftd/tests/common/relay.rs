@@ -24,6 +24,33 @@ pub struct World {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for World {
+    /// Deletes every instance: guests (QEMU processes, netns guests) outlive weftd on
+    /// purpose, and must not outlive the test. Clients go before their relays, so this
+    /// takes a few rounds at most.
+    fn drop(&mut self) {
+        for _ in 0..5 {
+            let (code, list) = self.api().get("/v1/instances");
+            if code != 200 {
+                break;
+            }
+            let names: Vec<String> = list["data"]["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["name"].as_str().map(str::to_string))
+                .collect();
+            if names.is_empty() {
+                return;
+            }
+            for name in names {
+                self.api().delete(&format!("/v1/instances/{name}"));
+            }
+        }
+        eprintln!("some instances could not be deleted after the test");
+    }
+}
+
 impl World {
     /// The namespaces, the internet's servers, and weftd with `driver`, whose resolver
     /// forwards to the internet's DNS server.
