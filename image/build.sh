@@ -26,8 +26,9 @@ started=$SECONDS
 # 10 MB free. 96 is that plus a margin for apps and a growing initramfs.
 min_memory_mb=96
 
-# Modules the guest loads, by name; their dependencies are added from modules.dep.
-wanted_modules=(virtio virtio_ring virtio_pci virtio_net virtio_console)
+# Modules the guest loads, by name; their dependencies are added from modules.dep. tcp_diag
+# lets the agent ask for listening sockets without walking the connection table.
+wanted_modules=(virtio virtio_ring virtio_pci virtio_net virtio_console tcp_diag)
 
 say() { echo "build.sh: $*"; }
 die() { echo "build.sh: error: $*" >&2; exit 1; }

@@ -245,9 +245,42 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
 }
 
 impl Drop for Weftd {
+    /// Stops weftd, then kills what it left running: guests outlive weftd on purpose, but
+    /// must not outlive the test (their namespaces, its state directory are going away).
     fn drop(&mut self) {
         self.stop();
+        let state = self.dir.path().join("state");
+        let left = processes_mentioning(&state.to_string_lossy());
+        for pid in &left {
+            // SAFETY: kill with a pid just read from /proc; at worst it is already gone.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        let gone = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+            left.iter()
+                .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+                .then_some(())
+        });
+        if gone.is_none() {
+            eprintln!("guests of weftd outlived it: {left:?}");
+        }
     }
+}
+
+/// The processes whose command line holds `text` (for guests: their run directory).
+fn processes_mentioning(text: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id() as i32;
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(text))
+        })
+        .collect()
 }
 
 /// The pid of the `weft-netns` process of instance `uuid`, which lives in the guest's network

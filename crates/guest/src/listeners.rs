@@ -1,14 +1,27 @@
-//! The guest's listening TCP sockets, read from `/proc/net/tcp` and `/proc/net/tcp6`.
+//! The guest's listening TCP sockets, asked of the kernel through sock_diag netlink, or read
+//! from `/proc/net/tcp` and `/proc/net/tcp6` where the kernel has no sock_diag for TCP.
 //!
-//! Those files show the sockets of the reader's network namespace, so in netns mode too they
-//! are the guest's own. The kernel lists the listening sockets before all others, so reading
-//! stops at the first socket that does not listen: the work per scan does not grow with the
-//! number of connections, only with the number of listeners, which [`MAX_ROWS`] bounds.
+//! Both show the sockets of the reader's network namespace, so in netns mode too they are the
+//! guest's own. sock_diag is asked for listening sockets only, and the kernel then never walks
+//! its table of connections. Reading `/proc/net/tcp` does walk it, all of it: that table is
+//! shared by every namespace of the host and sized by the host's memory, so on a host with many
+//! netns guests each scan would cost milliseconds of kernel time however few sockets the guest
+//! has. A VM's kernel has a table of its own, sized by its own small memory.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+use netlink_sys::{Socket, SocketAddr};
 
 use weft_model::announce::Listener;
 
@@ -18,19 +31,94 @@ const TCP6: &str = "/proc/net/tcp6";
 /// The `st` column of a listening socket (`TCP_LISTEN`).
 const LISTEN: u8 = 0x0a;
 
-/// The most rows read from one file per scan.
+/// The most listeners taken from one family per scan.
 const MAX_ROWS: usize = 1024;
 /// The most bytes read from one file per scan (rows are 150 bytes long).
 const MAX_BYTES: u64 = 256 * 1024;
+/// The most netlink reads of one dump (each holds many sockets).
+const MAX_READS: usize = 256;
+
+/// Set once sock_diag has failed for IPv4: the kernel has none for TCP, and `/proc` is read
+/// from then on.
+static NO_DIAG: AtomicBool = AtomicBool::new(false);
 
 /// The listeners worth announcing: every IPv4 listener except on loopback addresses, and
 /// IPv6 listeners on `::` or on an IPv4-mapped address (shown as that IPv4 address). Other
-/// IPv6 addresses are not weft's concern (it configures IPv4 only). A file that cannot be
-/// read (no IPv6 in the kernel) adds nothing.
+/// IPv6 addresses are not weft's concern (it configures IPv4 only). A family the kernel does
+/// not have (no IPv6) adds nothing.
 pub fn scan() -> Vec<Listener> {
+    if !NO_DIAG.load(Ordering::Relaxed) {
+        match dump(AF_INET) {
+            Ok(mut found) => {
+                found.extend(dump(AF_INET6).unwrap_or_default());
+                return found;
+            }
+            Err(_) => NO_DIAG.store(true, Ordering::Relaxed),
+        }
+    }
     let mut found = read(Path::new(TCP)).unwrap_or_default();
     found.extend(read(Path::new(TCP6)).unwrap_or_default());
     found
+}
+
+/// The listening TCP sockets of `family`, by a sock_diag dump.
+fn dump(family: u8) -> io::Result<Vec<Listener>> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let socket_id = if family == AF_INET {
+        SocketId::new_v4()
+    } else {
+        SocketId::new_v6()
+    };
+    let request = SockDiagMessage::InetRequest(InetRequest {
+        family,
+        protocol: IPPROTO_TCP,
+        extensions: ExtensionFlags::empty(),
+        states: StateFlags::LISTEN,
+        socket_id,
+    });
+    let mut packet = NetlinkMessage::new(header, request.into());
+    packet.finalize();
+    let mut out = vec![0; packet.buffer_len()];
+    packet.serialize(&mut out);
+    socket.send(&out, 0)?;
+
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+    let mut found = Vec::new();
+    // recv appends to the vector's spare capacity.
+    let mut buf: Vec<u8> = Vec::with_capacity(32 * 1024);
+    for _ in 0..MAX_READS {
+        buf.clear();
+        let size = socket.recv(&mut buf, 0)?;
+        let mut offset = 0;
+        while offset < size {
+            let message = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[offset..size])
+                .map_err(|e| invalid(e.to_string()))?;
+            let length = message.header.length as usize;
+            match message.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                    let id = &response.header.socket_id;
+                    if found.len() < MAX_ROWS {
+                        if let Some(addr) = announced(id.source_address) {
+                            found.push(Listener::tcp(addr, id.source_port));
+                        }
+                    }
+                }
+                NetlinkPayload::Done(_) => return Ok(found),
+                NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+                _ => {}
+            }
+            if length == 0 {
+                break;
+            }
+            offset += length;
+        }
+    }
+    Err(invalid("the sock_diag dump did not end".into()))
 }
 
 fn read(path: &Path) -> io::Result<Vec<Listener>> {
@@ -178,6 +266,23 @@ mod tests {
             parse_addr(global),
             Some(IpAddr::V6("fd80::2".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn sock_diag_finds_this_process_listeners() {
+        let any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let lo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let found = dump(AF_INET).expect("the kernel answers sock_diag for TCP");
+        let port = any.local_addr().unwrap().port();
+        assert!(
+            found.contains(&Listener::tcp(Ipv4Addr::UNSPECIFIED, port)),
+            "{found:?}"
+        );
+        let lo_port = lo.local_addr().unwrap().port();
+        assert!(!found.iter().any(|l| l.port == lo_port), "{found:?}");
+        // What /proc shows agrees.
+        let from_proc = read(Path::new(TCP)).unwrap();
+        assert!(from_proc.contains(&Listener::tcp(Ipv4Addr::UNSPECIFIED, port)));
     }
 
     #[test]
