@@ -6,7 +6,8 @@
 //! ```
 //!
 //! `abort` kills weftd on the spot with SIGKILL (no destructor, no flush, as a crash or an
-//! OOM kill would); `error` makes the step fail with an error that names the failpoint. With
+//! OOM kill would); `error` makes the step fail with an error that names the failpoint;
+//! `delay:<ms>` holds the step that long (a slow disk or host), then lets it go on. With
 //! the variable unset (as in production) a failpoint costs one relaxed look at an empty map.
 
 use std::collections::HashMap;
@@ -51,6 +52,7 @@ pub const ALL: &[&str] = &[
 pub enum Action {
     Abort,
     Error,
+    Delay(std::time::Duration),
 }
 
 fn registry() -> &'static HashMap<String, Action> {
@@ -78,6 +80,13 @@ fn parse(text: &str) -> HashMap<String, Action> {
         let action = match action.trim() {
             "abort" => Action::Abort,
             "error" => Action::Error,
+            delay if delay.starts_with("delay:") => match delay["delay:".len()..].parse() {
+                Ok(ms) => Action::Delay(std::time::Duration::from_millis(ms)),
+                Err(_) => {
+                    tracing::warn!(failpoint = name, action = delay, "bad failpoint delay");
+                    continue;
+                }
+            },
             other => {
                 tracing::warn!(failpoint = name, action = other, "unknown failpoint action");
                 continue;
@@ -111,6 +120,12 @@ pub fn hit(name: &str) -> Result<(), Error> {
             tracing::warn!(failpoint = name, "failpoint: failing the step");
             Err(Error::step(name, "injected failure (WEFT_FAILPOINTS)"))
         }
+        Some(Action::Delay(pause)) => {
+            tracing::warn!(failpoint = name, ?pause, "failpoint: holding the step");
+            // Off the runtime's worker, so that only this request waits.
+            tokio::task::block_in_place(|| std::thread::sleep(*pause));
+            Ok(())
+        }
         Some(Action::Abort) => {
             tracing::warn!(failpoint = name, "failpoint: killing weftd");
             // SAFETY: kill with our own pid; SIGKILL cannot be caught, so this never returns.
@@ -131,6 +146,12 @@ mod tests {
         assert_eq!(points["create.after_claim"], Action::Abort);
         assert_eq!(points["delete.after_check"], Action::Error);
         assert!(parse("create.after_check=boom").is_empty());
+        assert!(parse("create.after_check=delay:soon").is_empty());
+        let points = parse("create.before_spawn=delay:250");
+        assert_eq!(
+            points["create.before_spawn"],
+            Action::Delay(std::time::Duration::from_millis(250))
+        );
     }
 
     #[test]

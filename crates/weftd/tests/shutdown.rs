@@ -9,7 +9,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use weft_controller::failpoints;
+use weft_testkit::wait_for;
+
 use common::{create, items, sleeper, World};
+
+/// What weftd logs when a failpoint holds a step.
+const HELD: &str = "failpoint: holding the step";
 
 /// Creates sent at once just before the SIGTERM.
 const IN_FLIGHT: usize = 6;
@@ -24,6 +30,8 @@ fn guest_alive(uuid: &str) -> bool {
 fn scenario(world: &mut World, stop_guests: bool) {
     let api = world.api().clone();
     let first = create(&api, json!({"name": "before"}));
+    let held = |world: &World| world.weftd.log().matches(HELD).count();
+    let held_before = held(world);
 
     let senders: Vec<_> = (0..IN_FLIGHT)
         .map(|i| {
@@ -36,7 +44,12 @@ fn scenario(world: &mut World, stop_guests: bool) {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(30));
+    // Every create is held 1 s before its guest starts (see `run`): SIGTERM comes while
+    // they are in flight, once weftd has logged that one is held.
+    wait_for(Duration::from_secs(30), Duration::from_millis(10), || {
+        (held(world) > held_before).then_some(())
+    })
+    .expect("a create reached the held step");
     world.weftd.terminate();
     let answers: Vec<(String, u16, Value)> =
         senders.into_iter().map(|t| t.join().unwrap()).collect();
@@ -130,6 +143,12 @@ fn run(test: &str, prefix: &str, extra: &str, stop_guests: bool) {
     let Some(mut world) = World::netns(test, prefix, extra) else {
         return;
     };
+    // Creates are held before their guest starts, so that SIGTERM finds them in flight.
+    world.weftd.stop();
+    world
+        .weftd
+        .set_env(failpoints::ENV, Some("create.before_spawn=delay:1000"));
+    world.weftd.start_again();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         scenario(&mut world, stop_guests)
     }));
