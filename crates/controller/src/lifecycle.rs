@@ -354,25 +354,31 @@ impl Controller {
             let Ok(records) = self.store.list_instances(None).await else {
                 continue;
             };
-            for (instance, interfaces) in records {
-                if instance.pid.is_none() {
-                    continue;
-                }
-                let record = Record {
-                    instance,
-                    interfaces,
-                };
-                let path = self.driver.console_path(&self.running_spec(&record));
-                if let Ok(Ok(moved)) =
-                    tokio::task::spawn_blocking(move || console::keep(&path)).await
-                {
-                    if moved > 0 {
-                        self.metrics
-                            .console_rotations
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-            }
+            let paths: Vec<_> = records
+                .into_iter()
+                .filter(|(instance, _)| instance.pid.is_some())
+                .map(|(instance, interfaces)| {
+                    let record = Record {
+                        instance,
+                        interfaces,
+                    };
+                    self.driver.console_path(&self.running_spec(&record))
+                })
+                .collect();
+            // One blocking task for them all, not one each.
+            let Ok(rotated) = tokio::task::spawn_blocking(move || {
+                paths
+                    .iter()
+                    .filter(|path| console::keep(path).is_ok_and(|moved| moved > 0))
+                    .count()
+            })
+            .await
+            else {
+                continue;
+            };
+            self.metrics
+                .console_rotations
+                .fetch_add(rotated as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -2,7 +2,7 @@
 //! the primary addresses of its group's running instances (R5). They are recomputed at each
 //! change of an instance or a group, and handed over through a watch channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -11,6 +11,10 @@ use weft_store::{ServiceGroup, State};
 
 use crate::error::Error;
 use crate::Controller;
+
+/// Up to this many group members are looked up one by one rather than by listing every
+/// instance.
+const FEW_MEMBERS: usize = 64;
 
 /// The routes as the proxy receives them.
 pub type Routes = Arc<Vec<Route>>;
@@ -47,7 +51,22 @@ impl Controller {
 
     async fn compute_routes(&self) -> Result<Vec<Route>, Error> {
         let groups = self.store.list_groups(None).await?;
-        let instances = self.store.list_instances(None).await?;
+        // Only the groups' members matter: a few are looked up one by one, many listed at
+        // once. Without members (the common case of a host without services) the store is
+        // not asked at all, however many instances it holds: this runs at every change.
+        let members: HashSet<&str> = groups
+            .iter()
+            .flat_map(|g| g.instances.iter().map(|m| m.uuid.as_str()))
+            .collect();
+        let instances = if members.len() <= FEW_MEMBERS {
+            let mut found = Vec::with_capacity(members.len());
+            for uuid in &members {
+                found.extend(self.store.find_instance_any(uuid).await?);
+            }
+            found
+        } else {
+            self.store.list_instances(None).await?
+        };
         let primaries: HashMap<&str, Backend> = instances
             .iter()
             .filter(|(instance, _)| instance.state == State::Running)
