@@ -1,4 +1,4 @@
-//! weft's HTTP API, compatible with Unikraft Cloud's instance API (SPEC section 2): one
+//! weft's HTTP API, compatible with Unikraft Cloud's instance API: one
 //! envelope for every answer, bearer tokens, and strict request parsing. Every route is
 //! registered together with its OpenAPI documentation, so that the document served at
 //! `/openapi.json` describes exactly the routes the server has.

@@ -1,4 +1,4 @@
-//! Instances and interfaces as the API shows them (SPEC section 2). Every item type here is
+//! Instances and interfaces as the API shows them. Every item type here is
 //! both what the server sends and what the OpenAPI document describes.
 
 use std::collections::BTreeMap;

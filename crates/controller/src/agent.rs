@@ -1,4 +1,4 @@
-//! Port announcements (SPEC section 5). One watcher task per running guest connects to the
+//! Port announcements. One watcher task per running guest connects to the
 //! guest's agent channel (the driver's `agent_socket`: QEMU's virtio-serial chardev, or
 //! weft-netns's relay), reads the lines weft-guest writes there (`weft_model::announce`), and
 //! keeps the instance's `services` and `net_time_us` in the store.

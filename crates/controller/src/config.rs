@@ -1,4 +1,4 @@
-//! weftd's configuration file (SPEC section 8). The repository's `config/weftd.toml` is
+//! weftd's configuration file. The repository's `config/weftd.toml` is
 //! embedded as the default; a file given with `--config` overrides any of its keys.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -40,7 +40,7 @@ pub struct Config {
     pub shutdown: crate::hardening::ShutdownConfig,
 }
 
-/// The ingress proxy (SPEC section 6): it publishes the ports of service groups.
+/// The ingress proxy: it publishes the ports of service groups.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {

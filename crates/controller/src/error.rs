@@ -87,7 +87,7 @@ impl From<weft_store::StoreError> for Error {
     }
 }
 
-/// The exact texts of SPEC section 3 (from the feature's documentation).
+/// The exact texts of the custom network configuration rules (as Unikraft Cloud words them).
 pub mod texts {
     pub const LICENSE: &str = "Insufficient license. Please make sure your license is valid \
                                and includes custom network configurations";

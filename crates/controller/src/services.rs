@@ -1,4 +1,4 @@
-//! Service groups (SPEC section 6): public ports of this host that the ingress proxy forwards
+//! Service groups: public ports of this host that the ingress proxy forwards
 //! to the primary address of the group's running instances. Groups belong to an account; a
 //! port belongs to one group on the host. An instance joins a group at its create, naming
 //! an existing group or making a new one inline; an inline group goes with its instance.

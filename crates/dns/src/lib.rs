@@ -1,4 +1,4 @@
-//! The platform DNS resolver (SPEC R6). It listens on the pool's gateway address, where the
+//! The platform DNS resolver. It listens on the pool's gateway address, where the
 //! guests of pool interfaces are told their nameserver is. It answers `<name>.internal` with
 //! the primary address of the asking account's instance of that name, and forwards every other
 //! question to the host's upstream resolvers. Who asks is known by source address: only the

@@ -1,4 +1,4 @@
-//! The agent: announces the guest's listening TCP ports to the controller (SPEC section 5).
+//! The agent: announces the guest's listening TCP ports to the controller.
 //!
 //! A thread of its own scans the listeners every [`POLL`] and writes the whole current set
 //! as one line (`weft_model::announce`) whenever it changed, and every [`REPEAT`] anyway, so

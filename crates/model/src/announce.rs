@@ -1,5 +1,5 @@
 //! Port announcements: how `weft-guest` tells the controller which TCP ports the guest
-//! listens on, over a channel outside the guest's network (SPEC section 5).
+//! listens on, over a channel outside the guest's network.
 //!
 //! The guest writes one JSON object per line, always with the full current set:
 //!

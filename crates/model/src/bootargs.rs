@@ -1,4 +1,4 @@
-//! Boot arguments in Unikraft's convention (SPEC section 5).
+//! Boot arguments in Unikraft's convention.
 //!
 //! ```text
 //! netdev.ip=10.100.0.2/16:10.100.255.254:10.100.255.254 netdev.ip= weft.macs=12:b0:..,12:b1:..

@@ -1,4 +1,4 @@
-//! Service groups (SPEC section 6): the connection handlers a published port may have, the
+//! Service groups: the connection handlers a published port may have, the
 //! combinations Unikraft Cloud allows, and the routes the ingress proxy serves.
 
 use std::fmt;

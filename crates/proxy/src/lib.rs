@@ -1,4 +1,4 @@
-//! weft's ingress proxy (SPEC section 6). It listens on the host's public address on every
+//! weft's ingress proxy. It listens on the host's public address on every
 //! port that a service group publishes, and forwards each TCP connection, or with the
 //! `http` handler each HTTP request, to the destination port on the primary interface's
 //! address of one of the group's running instances, in turn (R5). It terminates TLS with

@@ -1,4 +1,4 @@
--- Service groups (SPEC section 6): ports of this host that the ingress proxy publishes and
+-- Service groups: ports of this host that the ingress proxy publishes and
 -- forwards to the primary address of the group's running instances.
 CREATE TABLE service_groups (
     uuid         TEXT PRIMARY KEY,

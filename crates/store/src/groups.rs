@@ -1,4 +1,4 @@
-//! Service groups: their published ports and the instances in them (SPEC section 6).
+//! Service groups: their published ports and the instances in them.
 
 use weft_model::services::Handler;
 

@@ -345,8 +345,7 @@ impl Store {
         Ok(())
     }
 
-    /// Records the services of an announcement by the guest of process `pid` (SPEC section
-    /// 5), and `net_time_us` unless an earlier announcement set it. Only that run is touched:
+    /// Records the services of an announcement by the guest of process `pid`, and `net_time_us` unless an earlier announcement set it. Only that run is touched:
     /// once the guest exited (or another run started), nothing changes. Returns whether it
     /// applied.
     pub async fn set_services(

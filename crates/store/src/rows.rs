@@ -8,7 +8,7 @@ use weft_model::{Ipv4Cidr, MacAddr};
 
 use crate::{GroupRef, StoreError};
 
-/// The lifecycle states of an instance (SPEC section 1).
+/// The lifecycle states of an instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     Stopped,

@@ -1,4 +1,4 @@
-//! Port announcements end to end, with each driver (SPEC section 5, R5).
+//! Port announcements end to end, with each driver.
 //!
 //! An instance has a pool primary interface and a second interface on a TAP device the test
 //! brings. Its app listens on port 8080 of every address, on port 8081 of the primary's

@@ -1,6 +1,6 @@
 //! The requests of the feature's documentation, sent as it describes them: an instance with
 //! custom interfaces, one behind a relay, and one with gateway and nameserver. Their answers
-//! are checked member by member against SPEC section 2, as a client written for the
+//! are checked member by member against the API's documented members, as a client written for the
 //! documented API would read them.
 
 mod common;
@@ -196,7 +196,7 @@ fn check_members(value: &Value, required: &[&str], extra: &[&str]) -> Map<String
     map.clone()
 }
 
-/// The members of an instance (SPEC section 2) with their types.
+/// The members of an instance with their types.
 fn check_instance(inst: &Value) {
     check_members(
         inst,

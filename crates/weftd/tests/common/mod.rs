@@ -217,7 +217,7 @@ pub fn create(api: &Api, body: Value) -> Value {
     item(&answer).clone()
 }
 
-/// The members an envelope may have (SPEC section 2).
+/// The members an envelope may have.
 const ENVELOPE_MEMBERS: &[&str] = &["status", "message", "data", "errors", "op_time_us"];
 
 /// Checks the envelope of any answer: only its members, the server time, and on error a

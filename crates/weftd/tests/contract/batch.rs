@@ -1,4 +1,4 @@
-//! The rest of SPEC section 2: batch calls with per-item outcomes, waits, console output,
+//! The rest of the API: batch calls with per-item outcomes, waits, console output,
 //! list filters, image forms, and the envelope of every failure.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! The contract of SPEC sections 2 and 3, rule by rule, against a real weftd with the netns
+//! The API and its custom network configuration rules, one by one, against a real weftd with the netns
 //! driver. Refusals are table rows: each names its rule, sends one request, and checks the
 //! HTTP code, the message (exact where the contract fixes it) and that host and store are
 //! exactly as before. The other tests here check what the rules make: names, addresses,
