@@ -114,6 +114,9 @@ impl Refuser {
             let Some(packet) = parse(packet, tcp) else {
                 continue;
             };
+            if !tcp && late_upstream_reply(&packet, shield.upstream_dns) {
+                continue;
+            }
             if tcp {
                 let reset = reset_for(&packet);
                 let to = SockAddr::from(SocketAddrV4::new(packet.src, 0));
@@ -135,6 +138,12 @@ impl Refuser {
             }
         }
     }
+}
+
+/// A reply of the shield's own upstream resolver that came after the shield stopped waiting
+/// for it: not a client's packet, so neither logged nor counted.
+fn late_upstream_reply(packet: &Packet, upstream: SocketAddrV4) -> bool {
+    packet.src == *upstream.ip() && packet.sport == upstream.port()
 }
 
 async fn receive(fd: &AsyncFd<Socket>, buf: &mut [u8]) -> usize {
@@ -292,6 +301,30 @@ mod tests {
         tcp.extend_from_slice(&[0, 0, 0, 0, 2, 4, 5, 0xb4]);
         p.extend_from_slice(&tcp);
         p
+    }
+
+    #[test]
+    fn late_replies_of_the_upstream_are_not_clients() {
+        let reply = Packet {
+            src: Ipv4Addr::new(10, 100, 255, 254),
+            dst: Ipv4Addr::new(10, 100, 0, 2),
+            sport: 53,
+            dport: 55212,
+            seq: 0,
+            seg_len: 0,
+        };
+        let upstream = SocketAddrV4::new(Ipv4Addr::new(10, 100, 255, 254), 53);
+        assert!(late_upstream_reply(&reply, upstream));
+        let client = Packet {
+            src: Ipv4Addr::new(10, 100, 0, 3),
+            ..reply
+        };
+        assert!(!late_upstream_reply(&client, upstream));
+        let other_port = Packet {
+            sport: 5353,
+            ..reply
+        };
+        assert!(!late_upstream_reply(&other_port, upstream));
     }
 
     #[test]
