@@ -184,9 +184,8 @@ license = ["custom_network_configuration", "branching", "checkpointing"]
 
     /// Stops weftd with SIGTERM (guests keep running) and waits for it.
     pub fn stop(&mut self) {
+        self.terminate();
         if let Some(mut child) = self.child.take() {
-            // SAFETY: kill with a pid we spawned; at worst the process is already gone.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let gone = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
                 child.try_wait().ok().flatten()
             });

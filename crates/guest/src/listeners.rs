@@ -48,9 +48,9 @@ static NO_DIAG: AtomicBool = AtomicBool::new(false);
 /// not have (no IPv6) adds nothing.
 pub fn scan() -> Vec<Listener> {
     if !NO_DIAG.load(Ordering::Relaxed) {
-        match dump(AF_INET) {
-            Ok(mut found) => {
-                found.extend(dump(AF_INET6).unwrap_or_default());
+        match diag_socket().and_then(|socket| Ok((dump(&socket, AF_INET)?, socket))) {
+            Ok((mut found, socket)) => {
+                found.extend(dump(&socket, AF_INET6).unwrap_or_default());
                 return found;
             }
             Err(_) => NO_DIAG.store(true, Ordering::Relaxed),
@@ -61,12 +61,16 @@ pub fn scan() -> Vec<Listener> {
     found
 }
 
-/// The listening TCP sockets of `family`, by a sock_diag dump.
-fn dump(family: u8) -> io::Result<Vec<Listener>> {
+/// A sock_diag socket, connected to the kernel.
+fn diag_socket() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
+    Ok(socket)
+}
 
+/// The listening TCP sockets of `family`, by a sock_diag dump on `socket`.
+fn dump(socket: &Socket, family: u8) -> io::Result<Vec<Listener>> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let socket_id = if family == AF_INET {
@@ -272,7 +276,8 @@ mod tests {
     fn sock_diag_finds_this_process_listeners() {
         let any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let lo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let found = dump(AF_INET).expect("the kernel answers sock_diag for TCP");
+        let socket = diag_socket().unwrap();
+        let found = dump(&socket, AF_INET).expect("the kernel answers sock_diag for TCP");
         let port = any.local_addr().unwrap().port();
         assert!(
             found.contains(&Listener::tcp(Ipv4Addr::UNSPECIFIED, port)),

@@ -6,10 +6,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use weft_testkit::wait_for;
+use weft_testkit::{wait_for, Netns};
 
 use common::consistency::{assert_consistent, guest_elements, guest_pid, guest_routes};
 use common::{create, World};
+
+/// Runs `nft` with `args` in `host`, which must succeed.
+fn nft(host: &Netns, args: &[&str]) {
+    let out = host.exec(&[&["nft"], args].concat());
+    assert!(out.status.success(), "nft {args:?}: {out:?}");
+}
 
 #[test]
 fn host_follows_the_store_at_start_and_while_running() {
@@ -43,26 +49,28 @@ fn host_follows_the_store_at_start_and_while_running() {
     assert!(out.status.success(), "{out:?}");
     host.ip(&["route", "del", &format!("{a_ip}/32"), "dev", &a_tap]);
     let element = |tap: &str, ip: &str| format!("{{ {tap} . {ip} }}");
-    let nft = |args: &[&str]| {
-        let out = host.exec(&[&["nft"], args].concat());
-        assert!(out.status.success(), "nft {args:?}: {out:?}");
-    };
-    nft(&[
-        "delete",
-        "element",
-        "ip",
-        "weft",
-        "guests",
-        &element(&a_tap, &a_ip),
-    ]);
-    nft(&[
-        "add",
-        "element",
-        "ip",
-        "weft",
-        "guests",
-        &element("wt6", "10.100.0.77"),
-    ]);
+    nft(
+        host,
+        &[
+            "delete",
+            "element",
+            "ip",
+            "weft",
+            "guests",
+            &element(&a_tap, &a_ip),
+        ],
+    );
+    nft(
+        host,
+        &[
+            "add",
+            "element",
+            "ip",
+            "weft",
+            "guests",
+            &element("wt6", "10.100.0.77"),
+        ],
+    );
     host.ip(&["route", "add", "10.100.0.77/32", "dev", "wt6"]);
     host.ip(&["tuntap", "add", "dev", "wt30", "mode", "tap"]);
 
@@ -90,18 +98,18 @@ fn host_follows_the_store_at_start_and_while_running() {
         // While weftd runs: a flushed chain is noticed within seconds, and the repair puts
         // back a's element too.
         let started = Instant::now();
-        let out = host.exec(&["nft", "flush", "chain", "ip", "weft", "forward"]);
-        assert!(out.status.success(), "{out:?}");
-        let out = host.exec(&[
-            "nft",
-            "delete",
-            "element",
-            "ip",
-            "weft",
-            "guests",
-            &element(&a_tap, &a_ip),
-        ]);
-        assert!(out.status.success(), "{out:?}");
+        nft(host, &["flush", "chain", "ip", "weft", "forward"]);
+        nft(
+            host,
+            &[
+                "delete",
+                "element",
+                "ip",
+                "weft",
+                "guests",
+                &element(&a_tap, &a_ip),
+            ],
+        );
         let back = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
             let rules = host.exec(&["nft", "list", "chain", "ip", "weft", "forward"]);
             let text = String::from_utf8_lossy(&rules.stdout).into_owned();
